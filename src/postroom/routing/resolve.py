@@ -1,0 +1,335 @@
+"""The resolver: one pure function from an address to its final routes.
+
+``Resolver(site, maps, lists).resolve(address)`` returns every final ``Route`` of the
+address after virtusertable, alias, forwarding-map and list expansion, the way
+``sendmail -bv`` shows it. Intake calls it at RCPT time, the queue runner at delivery time,
+and ``postroom verify`` prints it; no other module decides where mail goes.
+
+The lookup order for a name in a local domain comes from the profile (``maps.order``,
+default aliases, forwards, lists, local). Hosted domains use the virtusertable only.
+Other domains go by mailertable (exact domain, then ``.parent`` entries), then the smart
+host, then MX (mailer ``esmtp`` with the domain as host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from postroom import addresses
+from postroom.errors import AddressError
+from postroom.routing.maps import ErrorTarget, Map, parse_error
+from postroom.routing.mapset import INCLUDE, SiteMaps
+from postroom.site import Site
+
+MAILERS = ("local", "esmtp", "relay", "prog", "file", "list", "error")
+
+
+class Route(NamedTuple):
+    """Where one final recipient goes. ``address`` is the name sendmail would print."""
+
+    mailer: str
+    host: str
+    user: str
+    address: str
+    code: int = 0  # error routes: the SMTP reply
+    status: str = ""
+    text: str = ""
+
+    @property
+    def deliverable(self) -> bool:
+        return self.mailer != "error"
+
+    def sendmail_line(self) -> str:
+        """The ``sendmail -bv`` form of this route."""
+        if self.mailer == "error":
+            return f"{self.address}... {self.text}"
+        host = f", host {self.host}" if self.host else ""
+        return f"{self.address}... deliverable: mailer {self.mailer}{host}, user {self.user}"
+
+
+class ListSource(Protocol):
+    """The seam for the list store: the list address that owns a local name, or None."""
+
+    def lookup(self, local: str, domain: str) -> str | None: ...
+
+
+class NoLists:
+    def lookup(self, local: str, domain: str) -> str | None:
+        return None
+
+
+@dataclass(slots=True)
+class Step:
+    depth: int
+    text: str
+
+
+@dataclass(slots=True)
+class Resolution:
+    routes: list[Route]
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def deliverable(self) -> bool:
+        return bool(self.routes) and all(r.deliverable for r in self.routes)
+
+
+def error_route(address: str, code: int, status: str, text: str) -> Route:
+    return Route("error", "", address, address, code, status, text)
+
+
+NO_SUCH_USER = (550, "5.1.1", "No such user")
+
+
+class Resolver:
+    def __init__(self, site: Site, maps: SiteMaps, lists: ListSource | None = None) -> None:
+        p = site.profile
+        self.primary = p.site.domains[0]
+        self.local_domains = site.local_domains
+        self.hosted_domains = site.hosted_domains
+        self.fold = not p.routing.local_parts_case_sensitive
+        self.detail_sep = p.routing.detail_separator
+        self.max_depth = p.routing.max_alias_depth
+        self.smart_host = p.routing.smart_host
+        self.null_client_hub = p.site.hub if p.site.role == "null-client" else ""
+        self.order = tuple(p.maps.order)
+        self.maps = maps
+        self.lists: ListSource = lists or NoLists()
+        # Merge multi-file maps once: the first file that names a key wins.
+        self._aliases = _merge(maps.aliases)
+        self._forwards = _merge(maps.forwards)
+        self._virtual = _merge(maps.virtusertable)
+        self._mailertable = _merge(maps.mailertable)
+        self._local = _merge(maps.local_users)
+
+    # -- public -----------------------------------------------------------------------------
+
+    def resolve(self, address: str, *, explain: bool = False) -> Resolution:
+        res = Resolution([], [] if explain else [])
+        self._explain = explain
+        self._res = res
+        try:
+            parsed = addresses.parse(address, default_domain=self.primary)
+        except AddressError as e:
+            res.routes.append(error_route(address.strip("<>"), 553, "5.1.3", e.reason))
+            self._note(0, f"{address}: {e}")
+            return res
+        if self.null_client_hub:
+            res.routes.append(Route("relay", self.null_client_hub, str(parsed),
+                                    address.strip("<>")))
+            self._note(0, f"null-client role: everything goes to {self.null_client_hub}")
+            return res
+        seen: set[tuple[str, str, str]] = set()
+        self._seen = seen
+        self._address(address.strip().strip("<>"), parsed.local, parsed.domain, 0, ())
+        return res
+
+    # -- expansion --------------------------------------------------------------------------
+
+    def _emit(self, route: Route) -> None:
+        key = (route.mailer, route.host, route.user)
+        if key in self._seen:
+            self._note(0, f"{route.address}: duplicate suppressed")
+            return
+        self._seen.add(key)
+        self._res.routes.append(route)
+
+    def _note(self, depth: int, text: str) -> None:
+        if self._explain:
+            self._res.steps.append(Step(depth, text))
+
+    def _address(self, display: str, local: str, domain: str, depth: int,
+                 path: tuple[str, ...]) -> None:
+        if depth > self.max_depth:
+            self._note(depth, f"{display}: alias depth over {self.max_depth}")
+            self._emit(error_route(display, 554, "5.4.6", "Too many alias hops (loop?)"))
+            return
+        if domain in self.local_domains or domain in self.hosted_domains:
+            if self._virtual and self._virtusertable(display, local, domain, depth, path):
+                return
+            if domain not in self.local_domains:
+                self._note(depth, f"{display}: no virtusertable entry for hosted domain {domain}")
+                self._emit(error_route(display, *NO_SUCH_USER))
+                return
+            self._local_name(display, local, depth, path, domain)
+            return
+        self._remote(display, local, domain, depth)
+
+    def _virtusertable(self, display: str, local: str, domain: str, depth: int,
+                       path: tuple[str, ...]) -> bool:
+        key_local = local.lower() if self.fold else local
+        base, detail = self._split_detail(key_local)
+        candidates = [f"{key_local}@{domain}"]
+        if detail is not None:
+            candidates += [f"{base}{self.detail_sep}*@{domain}", f"{base}@{domain}"]
+        candidates.append(f"@{domain}")
+        for key in candidates:
+            hit = self._virtual.get(key)
+            if hit is None:
+                continue
+            value, where = hit
+            assert isinstance(value, str)
+            bare_local = base if detail is not None else local
+            target = (value.replace("%1", bare_local)
+                      .replace("%2", detail or "")
+                      .replace("%3", f"{self.detail_sep}{detail}" if detail else ""))
+            self._note(depth, f"{display}: virtusertable {where}: {key} -> {target}")
+            if target.startswith("error:"):
+                e = parse_error(target)
+                self._emit(error_route(display, e.code, e.status, e.text))
+                return True
+            self._target(target, depth + 1, path)
+            return True
+        return False
+
+    def _split_detail(self, local: str) -> tuple[str, str | None]:
+        sep = self.detail_sep
+        if sep and sep in local:
+            base, _, detail = local.partition(sep)
+            if base:
+                return base, detail
+        return local, None
+
+    def _local_name(self, display: str, local: str, depth: int, path: tuple[str, ...],
+                    domain: str, *, no_alias: bool = False) -> None:
+        key = local.lower() if self.fold else local
+        if key in path:
+            # A name reached again through its own expansion (e.g. "neilb: neilb, x@y"):
+            # sendmail delivers it locally rather than expanding it again.
+            self._note(depth, f"{display}: self-reference, no further aliasing")
+            no_alias = True
+        if self._lookup_name(display, key, depth, path, domain, no_alias):
+            return
+        base, detail = self._split_detail(key)
+        if detail is not None and self._lookup_name(display, base, depth, path, domain,
+                                                    no_alias):
+            return
+        if no_alias and key in path:
+            self._emit(error_route(display, 554, "5.4.6", "Aliasing/forwarding loop broken"))
+            return
+        self._note(depth, f"{display}: no alias, forward, list or local user")
+        self._emit(error_route(display, *NO_SUCH_USER))
+
+    def _lookup_name(self, display: str, key: str, depth: int, path: tuple[str, ...],
+                     domain: str, no_alias: bool) -> bool:
+        for source in self.order:
+            if source == "aliases" or source == "forwards":
+                if no_alias:
+                    continue
+                table = self._aliases if source == "aliases" else self._forwards
+                hit = table.get(key)
+                if hit is None:
+                    continue
+                targets, where = hit
+                self._note(depth, f"{display}: {source} {where}: {key} -> "
+                           f"{', '.join(targets)}")  # type: ignore[arg-type]
+                inner = (*path, key)
+                for t in targets:  # type: ignore[attr-defined]
+                    self._target(t, depth + 1, inner)
+                return True
+            if source == "lists":
+                list_address = self.lists.lookup(key, domain)
+                if list_address is None:
+                    continue
+                self._note(depth, f"{display}: list {list_address}")
+                self._emit(Route("list", "", list_address, display))
+                return True
+            if source == "local":
+                hit = self._local.get(key)
+                if hit is None:
+                    continue
+                self._note(depth, f"{display}: local user {hit[1]}: {key}")
+                self._emit(Route("local", "", key, display))
+                return True
+        return False
+
+    def _target(self, target: str, depth: int, path: tuple[str, ...]) -> None:
+        """Expand one alias / virtusertable target."""
+        t = target
+        bare = t[1:-1] if len(t) >= 2 and t[0] == '"' and t[-1] == '"' else t
+        if bare.startswith("|"):
+            user = f'"{bare}"'
+            self._emit(Route("prog", "", user, user))
+            return
+        if bare.startswith("/"):
+            self._emit(Route("file", "", bare, bare))
+            return
+        if bare.startswith(INCLUDE):
+            name = bare[len(INCLUDE):].strip()
+            inc = self.maps.includes.get(name)
+            if inc is None:  # load() reads every include; this is a map set built by hand
+                self._emit(error_route(bare, 451, "4.3.0", f"include file {name} not loaded"))
+                return
+            targets = inc.entries[""][0]
+            self._note(depth, f"{bare}: {inc.file}: {len(targets)} targets")  # type: ignore
+            for sub in targets:  # type: ignore[attr-defined]
+                self._target(sub, depth + 1, path)
+            return
+        if bare.startswith("\\"):
+            name = bare[1:]
+            self._local_name(name, name, depth, path, self.primary, no_alias=True)
+            return
+        try:
+            parsed = addresses.parse(bare, default_domain=self.primary)
+        except AddressError as e:
+            self._note(depth, f"{bare}: {e}")
+            self._emit(error_route(bare, 553, "5.1.3", e.reason))
+            return
+        self._address(bare, parsed.local, parsed.domain, depth, path)
+
+    def _remote(self, display: str, local: str, domain: str, depth: int) -> None:
+        user = f"{local}@{domain}"
+        hit = self._mailer_for(domain)
+        if hit is not None:
+            (value, where), key = hit
+            mailer, _, host = value.partition(":")
+            self._note(depth, f"{display}: mailertable {where}: {key} -> {value}")
+            if mailer == "error":
+                e: ErrorTarget = parse_error(value)
+                self._emit(error_route(display, e.code, e.status, e.text))
+            elif mailer == "local":
+                self._emit(Route("local", "", host or local, display))
+            else:
+                self._emit(Route("relay" if mailer == "relay" else "esmtp", host, user, display))
+            return
+        if self.smart_host:
+            self._note(depth, f"{display}: smart host {self.smart_host}")
+            self._emit(Route("relay", self.smart_host, user, display))
+            return
+        self._note(depth, f"{display}: MX lookup for {domain} at delivery time")
+        self._emit(Route("esmtp", domain, user, display))
+
+    def _mailer_for(self, domain: str) -> tuple[tuple[object, _Where], str] | None:
+        table = self._mailertable
+        if not table:
+            return None
+        hit = table.get(domain)
+        if hit is not None:
+            return hit, domain
+        labels = domain.split(".")
+        for i in range(1, len(labels)):
+            key = "." + ".".join(labels[i:])
+            hit = table.get(key)
+            if hit is not None:
+                return hit, key
+        hit = table.get(".")
+        return (hit, ".") if hit is not None else None
+
+
+class _Where(NamedTuple):
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def _merge(group: list[Map]) -> dict[str, tuple[object, _Where]]:
+    """Merge maps, first file wins; values carry file and line for --explain."""
+    merged: dict[str, tuple[object, _Where]] = {}
+    for m in reversed(group):
+        file = m.file
+        for key, (value, line) in m.entries.items():
+            merged[key] = (value, _Where(file, line))
+    return merged
