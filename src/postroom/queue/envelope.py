@@ -1,0 +1,113 @@
+"""The envelope of a queued message: who sent it, to whom, how it arrived, and the state of
+every final route of every recipient.
+
+One RCPT may expand into several routes (an alias with several targets); each route is a
+``Delivery`` with its own state, tries and schedule, so a partly delivered message is
+retried only where it failed. Serialised as JSON, so a spool can be read with ``cat``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from postroom.routing.resolve import Route
+
+
+class RcptState(StrEnum):
+    PENDING = "pending"    # not tried yet
+    DEFERRED = "deferred"  # tried, temporary failure, will retry at next_attempt
+    SENT = "sent"          # handed over (final)
+    FAILED = "failed"      # permanent failure or lifetime over (final); bounce owed/sent
+
+
+FINAL_STATES = frozenset({RcptState.SENT, RcptState.FAILED})
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One final route of one recipient and where its delivery stands."""
+
+    mailer: str
+    host: str
+    user: str
+    address: str
+    state: RcptState = RcptState.PENDING
+    tries: int = 0
+    next_attempt: float = 0.0
+    last_error: str = ""      # last reply or failure text, e.g. "451 4.4.1 Connection refused"
+    status: str = ""          # enhanced status code of the last attempt, e.g. 4.4.1 / 2.0.0
+    remote_mta: str = ""      # host that gave the last reply
+    dsn_sent: bool = False    # the final DSN for this delivery has been queued
+
+    @classmethod
+    def from_route(cls, route: Route) -> Delivery:
+        return cls(route.mailer, route.host, route.user, route.address)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(slots=True)
+class Recipient:
+    """One RCPT TO, with its DSN parameters and the deliveries it resolved to."""
+
+    address: str
+    deliveries: list[Delivery] = field(default_factory=list)
+    orcpt: str | None = None          # RFC 3461 ORCPT, e.g. "rfc822;user@example.org"
+    notify: list[str] | None = None   # NEVER | SUCCESS, FAILURE, DELAY; None = default
+
+    @property
+    def final(self) -> bool:
+        return all(d.final for d in self.deliveries)
+
+
+@dataclass(slots=True)
+class Envelope:
+    sender: str                       # "" is the null sender (bounces)
+    recipients: list[Recipient]
+    arrival: float
+    id: str = ""
+    size: int = 0
+    ret: str | None = None            # RFC 3461 RET: FULL | HDRS
+    envid: str | None = None          # RFC 3461 ENVID
+    body: str | None = None           # 7BIT | 8BITMIME
+    smtputf8: bool = False
+    client_addr: str = ""
+    client_name: str = ""
+    helo: str = ""
+    protocol: str = "ESMTP"           # ESMTP, ESMTPS, ESMTPSA, local
+    auth_user: str = ""
+    tls: str = ""                     # e.g. TLSv1.3
+    listener: str = ""
+    held: bool = False
+    delay_warned: bool = False
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return [d for r in self.recipients for d in r.deliveries]
+
+    @property
+    def done(self) -> bool:
+        return all(r.final for r in self.recipients)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Envelope:
+        raw: dict[str, Any] = json.loads(data)
+        recipients = [
+            Recipient(
+                address=r["address"],
+                orcpt=r.get("orcpt"),
+                notify=r.get("notify"),
+                deliveries=[Delivery(**{**d, "state": RcptState(d["state"])})
+                            for d in r["deliveries"]],
+            )
+            for r in raw.pop("recipients")
+        ]
+        return cls(recipients=recipients, **raw)
