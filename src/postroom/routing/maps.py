@@ -133,14 +133,17 @@ def read_aliases(path: Path, *, fold_case: bool = True) -> Map:
             if end < 0 or text[end + 1 : end + 2] != ":":
                 raise MapError(str(path), no, "quoted name must be followed by ':'")
             name, rest = text[1:end], text[end + 2 :]
+            if not name:
+                raise MapError(str(path), no, "empty alias name")
         else:
             name, colon, rest = text.partition(":")
             if not colon:
                 raise MapError(str(path), no, "missing ':' after the alias name; "
                                "write 'name: target, target'")
             name = name.strip()
-        if not name or any(c.isspace() for c in name):
-            raise MapError(str(path), no, f"bad alias name {name!r}; names have no spaces")
+            if not name or any(c.isspace() for c in name):
+                raise MapError(str(path), no, f"bad alias name {name!r}; names have no spaces "
+                               "unless quoted")
         try:
             targets = split_targets(rest)
         except ValueError as e:

@@ -1,0 +1,248 @@
+"""The aiosmtpd handler: each hook asks policy and routing, and DATA ends in the spool.
+
+    connect  -> policy.connect_reply (quiescent 421, 554 for strangers on mx)
+    MAIL     -> submission: sender must belong to the login
+    RCPT     -> relay tricks refused, recipient limit, resolver, policy.rcpt_reply
+    DATA     -> bare LF / header size checks, Received (+ Message-ID, Date for
+                submissions), spool.put (file and directory fsynced), then 250
+
+The reply 250 is sent only after ``spool.put`` returned; any failure to queue is a 4xx
+(chasquid's contract), so the client keeps the message and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from postroom import maillog
+from postroom.errors import QueueError
+from postroom.queue import accept, ids
+from postroom.smtp import policy
+from postroom.smtp.auth import Authenticator, FailureLimiter
+from postroom.smtp.policy import ClientClass, Networks
+
+if TYPE_CHECKING:
+    from postroom.queue.spool import Spool
+    from postroom.runtime import Reloader
+    from postroom.smtp.server import PostroomSMTP
+
+log = logging.getLogger("postroom.smtp")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class Handler:
+    """Shared by every session of one listener."""
+
+    def __init__(self, *, listener: Any, reloader: Reloader, spool: Spool,
+                 on_queued: Callable[[str], None] | None = None) -> None:
+        self.listener = listener
+        self.role: str = listener.role
+        self.reloader = reloader
+        self.spool = spool
+        self.on_queued = on_queued
+        self.sessions: set[PostroomSMTP] = set()
+        self.draining = False
+        self._configure()
+
+    def _configure(self) -> None:
+        site = self.reloader.current.site
+        p = site.profile
+        self.networks = Networks(p.networks.inbound, p.networks.relay)
+        self.limiter = FailureLimiter(p.limits.auth_failures, p.limits.auth_pause)
+        self.authenticator = Authenticator(site)
+
+    def reconfigure(self) -> None:
+        """After a reload: new networks and limits (maps come from the reloader)."""
+        self._configure()
+
+    @property
+    def site(self) -> Any:
+        return self.reloader.current.site
+
+    # -- connection ---------------------------------------------------------------------
+
+    def client_of(self, server: PostroomSMTP) -> tuple[str, ClientClass]:
+        peer = server.session.peer if server.session else None
+        ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        return ip, self.networks.classify(ip)
+
+    def connect_reply(self, server: PostroomSMTP) -> str | None:
+        ip, cls = self.client_of(server)
+        if self.draining:
+            return "421 4.3.2 Service shutting down, closing transmission channel"
+        reply = policy.connect_reply(self.role, cls, self.site.quiescent, self.site.profile.site
+                                     .hostname)
+        if reply:
+            maillog.rejected("CONNECT", f"[{ip}]", reply)
+        return reply
+
+    def opened(self, server: PostroomSMTP) -> None:
+        self.sessions.add(server)
+
+    def closed(self, server: PostroomSMTP) -> None:
+        self.sessions.discard(server)
+
+    # -- AUTH -----------------------------------------------------------------------------
+
+    def login_paused(self, server: PostroomSMTP) -> bool:
+        return self.limiter.paused(self.client_of(server)[0])
+
+    async def authenticate(self, server: PostroomSMTP, creds: LoginPassword) -> AuthResult:
+        ip = self.client_of(server)[0]
+        login = creds.login.decode("utf-8", "replace")
+        password = creds.password.decode("utf-8", "replace")
+        ok = await self.authenticator.verify(login, password)
+        if ok:
+            self.limiter.succeeded(ip)
+            return AuthResult(success=True, auth_data=LoginPassword(login.encode(), b""))
+        self.limiter.failed(ip)
+        maillog.rejected("AUTH", f"[{ip}]", f"535 5.7.8 authentication failed for {login!r}")
+        return AuthResult(success=False, handled=False)
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    async def handle_EHLO(self, server: PostroomSMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        out = [r for r in responses[:-1]
+               if not (r.startswith("250-AUTH") and self.role == "mx")]
+        out += ["250-PIPELINING", "250-DSN", "250 ENHANCEDSTATUSCODES"]
+        return out
+
+    async def handle_HELO(self, server: PostroomSMTP, session: Session, envelope: Envelope,
+                          hostname: str) -> str:
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_MAIL(self, server: PostroomSMTP, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        if self.site.quiescent:
+            return policy.QUIESCENT_REPLY
+        if self.role != "mx" and session.authenticated:
+            login = session.login_data.decode() if isinstance(session.login_data, bytes) \
+                else str(session.login_data)
+            if self.site.profile.smtp.sender_must_match_login:
+                owned = await self.authenticator.addresses(login)
+                refusal = policy.sender_reply(address, login, owned, must_match=True)
+                if refusal:
+                    maillog.rejected("MAIL", self._relay(server), refusal, sender=address)
+                    return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        envelope.dsn = dict(server.mail_dsn)  # type: ignore[attr-defined]
+        envelope.routes = []  # type: ignore[attr-defined]
+        envelope.rcpt_dsn = []  # type: ignore[attr-defined]
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(self, server: PostroomSMTP, session: Session, envelope: Envelope,
+                          address: str, options: list[str]) -> str:
+        relay = self._relay(server)
+        trick = policy.trick_reply(address)
+        if trick:
+            maillog.rejected("RCPT", relay, trick, sender=envelope.mail_from, rcpt=address)
+            return trick
+        if len(envelope.rcpt_tos) >= self.site.profile.limits.recipients:
+            return "452 4.5.3 Error: too many recipients"
+        rt = self.reloader.current
+        resolver = rt.resolver
+        _, domain = address.rpartition("@")[::2] if "@" in address else ("", resolver.primary)
+        domain = domain.lower()
+        local = domain in resolver.local_domains or domain in resolver.hosted_domains
+        _, cls = self.client_of(server)
+        authenticated = bool(session.authenticated)
+        if not local and not (authenticated or cls is ClientClass.RELAY):
+            reply = f"550 5.7.1 <{address}>: Relaying denied"
+            maillog.rejected("RCPT", relay, reply, sender=envelope.mail_from, rcpt=address)
+            return reply
+        routes = resolver.resolve(address).routes
+        reply = policy.rcpt_reply(address, routes, local=local, client=cls,
+                                  authenticated=authenticated)
+        if reply:
+            maillog.rejected("RCPT", relay, reply, sender=envelope.mail_from, rcpt=address)
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        envelope.routes.append(routes)  # type: ignore[attr-defined]
+        envelope.rcpt_dsn.append(dict(server.rcpt_dsn))  # type: ignore[attr-defined]
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: PostroomSMTP, session: Session,
+                          envelope: Envelope) -> str:
+        site = self.site
+        p = site.profile
+        relay = self._relay(server)
+        data: bytes = envelope.original_content or b""
+        if self.site.quiescent:
+            return policy.QUIESCENT_REPLY
+        if data.count(b"\n") != data.count(b"\r\n"):
+            if p.smtp.forbid_bare_newline:
+                reply = "550 5.5.2 Message contains bare <LF>; send <CR><LF> line endings"
+                maillog.rejected("DATA", relay, reply, sender=envelope.mail_from)
+                return reply
+            data = _BARE_LF.sub(b"\r\n", data)
+        headers = accept.header_block(data)
+        if len(headers) > p.limits.header_size:
+            return "552 5.3.4 Message header size exceeds limit"
+        queue_id = ids.new_id()
+        ip, _ = self.client_of(server)
+        tls, cipher = server.tls_info
+        login = ""
+        if session.authenticated:
+            raw = session.login_data
+            login = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        # RFC 3848: ESMTPS with TLS, ESMTPA with AUTH, ESMTPSA with both
+        proto = "ESMTP" if session.extended_smtp else "SMTP"
+        proto += ("S" if tls and session.extended_smtp else "") + ("A" if login else "")
+        rcpts = envelope.rcpt_tos
+        trace = accept.received_header(
+            helo=session.host_name or "", client_name=session.host_name or "",
+            client_addr=ip, hostname=p.site.hostname, protocol=proto, queue_id=queue_id,
+            rcpt=rcpts[0] if len(rcpts) == 1 else None, tls=tls, cipher=cipher,
+            auth_user=login)
+        if self.role != "mx":
+            trace += accept.missing_ids(data, p.site.hostname, queue_id)
+        message = trace + data
+        dsn = getattr(envelope, "dsn", {})
+        recipients = [
+            accept.make_recipient(addr, routes, orcpt=params.get("ORCPT"),
+                                  notify=params.get("NOTIFY"))
+            for addr, routes, params in zip(rcpts, envelope.routes,  # type: ignore[attr-defined]
+                                            envelope.rcpt_dsn, strict=True)  # type: ignore
+        ]
+        env = accept.new_envelope(
+            envelope.mail_from if envelope.mail_from != "<>" else "", recipients,
+            id=queue_id, ret=dsn.get("RET"), envid=dsn.get("ENVID"),
+            body="8BITMIME" if "BODY=8BITMIME" in envelope.mail_options else None,
+            smtputf8=bool(envelope.smtp_utf8), client_addr=ip,
+            client_name=session.host_name or "", helo=session.host_name or "",
+            protocol=proto, auth_user=login, tls=tls, listener=self.listener.name)
+        try:
+            await self.spool.put(env, message)
+        except QueueError as e:
+            log.error("queue write failed: %s", e)
+            maillog.line(f"warning: {queue_id}: queue write failed: {e}")
+            return "452 4.3.1 Insufficient system storage"
+        except Exception:
+            log.exception("queue write failed")
+            return "451 4.3.0 Error: queue file write error"
+        maillog.accepted(queue_id, env.sender, len(message), len(rcpts), proto, relay,
+                         auth=login, tls=tls)
+        if self.on_queued is not None:
+            self.on_queued(queue_id)
+        if self.draining:
+            server.loop.call_soon(self._close_after_reply, server)
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def _close_after_reply(self, server: PostroomSMTP) -> None:
+        if server.transport is not None:
+            server.transport.close()
+
+    def _relay(self, server: PostroomSMTP) -> str:
+        ip, _ = self.client_of(server)
+        name = server.session.host_name if server.session else ""
+        return maillog.relay_text(name or "unknown", ip)

@@ -1,0 +1,219 @@
+"""The SMTP protocol: aiosmtpd's engine with the few things a public MTA needs on top.
+
+- a connect-time verdict (quiescent 421, 554 for clients the listener does not serve),
+- RFC 3461 DSN parameters (RET, ENVID on MAIL; NOTIFY, ORCPT on RCPT), which aiosmtpd
+  would refuse with 555,
+- enhanced status codes (RFC 2034) on every reply aiosmtpd writes without one,
+- AUTH PLAIN / LOGIN checked asynchronously, with a per-client failure limit,
+- a 421 on idle timeout instead of a silent close, and a drain mode for SIGTERM.
+
+Policy stays in ``handler``; this module only speaks the protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
+_DEFAULT_ENHANCED = {
+    "250": "2.0.0", "221": "2.0.0", "251": "2.1.5", "252": "2.5.0",
+    "421": "4.3.0", "450": "4.2.0", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0",
+    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+    "530": "5.7.0", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0",
+    "555": "5.5.4",
+}
+# aiosmtpd's texts, reworded where a client or an admin deserves a better one
+_REWORD = {
+    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed limit",
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 Message size exceeds fixed limit",
+    "500 Line too long (see RFC5321 4.5.3.1.6)":
+        "500 5.5.2 Line too long (limit is 998 characters, RFC 5321 4.5.3.1.6)",
+}
+_DSN_MAIL = re.compile(r"\s+(RET|ENVID)=(\S*)", re.IGNORECASE)
+_DSN_RCPT = re.compile(r"\s+(NOTIFY|ORCPT)=(\S*)", re.IGNORECASE)
+_XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
+NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+
+class DsnError(ValueError):
+    pass
+
+
+def parse_mail_dsn(arg: str) -> tuple[str, dict[str, str]]:
+    """Strip RET/ENVID from a MAIL argument; return the rest and the parameters."""
+    found: dict[str, str] = {}
+
+    def take(m: re.Match[str]) -> str:
+        key, value = m.group(1).upper(), m.group(2)
+        if key in found:
+            raise DsnError(f"duplicate {key} parameter")
+        if key == "RET":
+            value = value.upper()
+            if value not in ("FULL", "HDRS"):
+                raise DsnError("RET must be FULL or HDRS")
+        elif not value or len(value) > 100 or not _XTEXT.match(value):
+            raise DsnError("ENVID must be 1-100 characters of xtext")
+        found[key] = value
+        return ""
+
+    return _DSN_MAIL.sub(take, arg), found
+
+
+def parse_rcpt_dsn(arg: str) -> tuple[str, dict[str, Any]]:
+    found: dict[str, Any] = {}
+
+    def take(m: re.Match[str]) -> str:
+        key, value = m.group(1).upper(), m.group(2)
+        if key in found:
+            raise DsnError(f"duplicate {key} parameter")
+        if key == "NOTIFY":
+            words = [w.upper() for w in value.split(",")]
+            if words == ["NEVER"]:
+                found[key] = ["NEVER"]
+            elif words and all(w in NOTIFY_WORDS for w in words):
+                found[key] = sorted(set(words))
+            else:
+                raise DsnError("NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY")
+        else:
+            addr_type, semi, text = value.partition(";")
+            if not semi or not addr_type or not _XTEXT.match(text) or len(value) > 500:
+                raise DsnError("ORCPT must be addr-type;xtext, e.g. rfc822;user@example.org")
+            found[key] = value
+        return ""
+
+    return _DSN_RCPT.sub(take, arg), found
+
+
+class PostroomSMTP(SMTP):
+    """One SMTP session. ``handler`` is a ``postroom.smtp.handler.Handler``."""
+
+    def __init__(self, handler: Any, *, implicit_tls: bool = False, line_length: int = 998,
+                 **kwargs: Any) -> None:
+        # aiosmtpd sizes its stream reader from this class attribute; per instance here
+        self.line_length_limit = line_length + 2
+        super().__init__(handler, **kwargs)
+        self.implicit_tls = implicit_tls
+        self._in_ehlo = False
+        self.mail_dsn: dict[str, str] = {}
+        self.rcpt_dsn: dict[str, Any] = {}
+
+    # -- connection ---------------------------------------------------------------------
+
+    @property
+    def tls_info(self) -> tuple[str, str]:
+        """(protocol version, cipher) of this session, or ("", "") in the clear."""
+        transport = self.transport
+        obj: ssl.SSLObject | None = transport.get_extra_info("ssl_object") if transport else None
+        if obj is None:
+            return "", ""
+        cipher = obj.cipher()
+        return obj.version() or "", cipher[0] if cipher else ""
+
+    @property
+    def encrypted(self) -> bool:
+        return self.implicit_tls or self._tls_protocol is not None
+
+    async def _handle_client(self) -> None:
+        refusal = self.event_handler.connect_reply(self)
+        if refusal:
+            await self.push(refusal)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.event_handler.opened(self)
+        try:
+            await super()._handle_client()
+        finally:
+            self.event_handler.closed(self)
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n"
+                                 .encode())
+        super()._timeout_cb()
+
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, str) and not self._in_ehlo:
+            status = _REWORD.get(status, status)
+            code, text = status[:3], status[4:]
+            if (status[3:4] == " " and code in _DEFAULT_ENHANCED
+                    and not _ENHANCED.match(text)):
+                status = f"{code} {_DEFAULT_ENHANCED[code]} {text}"
+        await super().push(status)
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._in_ehlo = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._in_ehlo = False
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        try:
+            rest, self.mail_dsn = parse_mail_dsn(arg or "")
+        except DsnError as e:
+            await self.push(f"501 5.5.4 {e}")
+            return
+        await super().smtp_MAIL(rest if arg is not None else None)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        try:
+            rest, self.rcpt_dsn = parse_rcpt_dsn(arg or "")
+        except DsnError as e:
+            await self.push(f"501 5.5.4 {e}")
+            return
+        await super().smtp_RCPT(rest if arg is not None else None)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.implicit_tls or self._tls_protocol is not None:
+            if self.event_handler.login_paused(self):
+                await self.push("454 4.7.0 Too many failed authentication attempts; "
+                                "try again later")
+                return
+        await super().smtp_AUTH(arg)
+
+    # AUTH mechanisms: aiosmtpd's own call a synchronous authenticator; ours await the
+    # password check in a thread so one login does not stall every other session.
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = base64.b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        try:
+            _authz, login, password = blob.split(b"\x00")
+        except ValueError:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self.event_handler.authenticate(self, LoginPassword(login, password))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if not isinstance(login, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                login = base64.b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self.event_handler.authenticate(self, LoginPassword(login, password))

@@ -1,0 +1,153 @@
+"""Map readers: sendmail source formats, table-driven, plus fuzzing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from postroom.errors import MapError
+from postroom.routing import maps
+
+
+def write(tmp_path: Path, text: str, name: str = "map") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_aliases_every_target_kind(tmp_path: Path) -> None:
+    p = write(tmp_path, '''# comment
+postmaster: root
+root: \\root, sysman
+sys-announce: "|/var/mailman/mail/mailman post sys-announce"
+archive: /var/spool/archive.mbox
+staff: :include:lists/staff
+helpdesk: rt,
+    help@remote.example,
+\tthird
+"quoted name": x
+owner-list: neilb
+list-request: "|/usr/bin/req list, with comma"
+''')
+    m = maps.read_aliases(p)
+    assert m.entries["postmaster"] == (("root",), 2)
+    assert m.entries["root"][0] == ("\\root", "sysman")
+    assert m.entries["sys-announce"][0] == ('"|/var/mailman/mail/mailman post sys-announce"',)
+    assert m.entries["archive"][0] == ("/var/spool/archive.mbox",)
+    assert m.entries["staff"][0] == (":include:lists/staff",)
+    assert m.entries["helpdesk"] == (("rt", "help@remote.example", "third"), 7)
+    assert m.entries["quoted name"][0] == ("x",)
+    assert m.entries["owner-list"][0] == ("neilb",)
+    assert m.entries["list-request"][0] == ('"|/usr/bin/req list, with comma"',)
+
+
+def test_continuation_lines_join(tmp_path: Path) -> None:
+    m = maps.read_aliases(write(tmp_path, "a: b,\n  c,\n\td\ne: f\n"))
+    assert m.entries["a"] == (("b", "c", "d"), 1)
+    assert m.entries["e"] == (("f",), 4)
+
+
+def test_names_fold_case_unless_told(tmp_path: Path) -> None:
+    p = write(tmp_path, "NeilB: x\n")
+    assert "neilb" in maps.read_aliases(p)
+    assert "NeilB" in maps.read_aliases(p, fold_case=False)
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    ("ok: x\nno colon here\n", 2, "missing ':'"),
+    ("a: \"|unclosed\n", 1, "quote"),
+    ("  leading: x\n", 1, "continuation"),
+    ("a:\n", 1, "no targets"),
+    ("a: :include:\n", 1, ":include: needs a file name"),
+    ("bad name: x\n", 1, "no spaces"),
+])
+def test_aliases_errors_name_file_and_line(tmp_path: Path, text: str, line: int,
+                                           words: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(MapError) as e:
+        maps.read_aliases(p)
+    assert e.value.line == line
+    assert str(e.value).startswith(f"{p}:{line}: ")
+    assert words in str(e.value)
+
+
+def test_duplicate_alias_warns_first_wins(tmp_path: Path) -> None:
+    m = maps.read_aliases(write(tmp_path, "a: x\na: y\n"))
+    assert m.entries["a"][0] == ("x",)
+    assert "duplicate alias 'a'" in m.warnings[0]
+
+
+def test_virtusertable_forms(tmp_path: Path) -> None:
+    m = maps.read_virtusertable(write(tmp_path, """
+Bob@Cogsci.Example   bob
+@cogsci.example      error:nouser No such user
+carol@cogsci.example error:5.1.1:550 Carol has left
+@research.example    %1@staffmail.example
+"""))
+    assert m.entries["bob@cogsci.example"][0] == "bob"
+    assert m.entries["@cogsci.example"][0] == "error:nouser No such user"
+    assert m.entries["@research.example"][0] == "%1@staffmail.example"
+
+
+@pytest.mark.parametrize("line", ["nodomain target", "a@b", "a@b two words",
+                                  "a@b error:6.1.1:650 x", "a@b error:bogus"])
+def test_virtusertable_errors(tmp_path: Path, line: str) -> None:
+    with pytest.raises(MapError) as e:
+        maps.read_virtusertable(write(tmp_path, f"# head\n{line}\n"))
+    assert e.value.line == 2
+
+
+def test_mailertable(tmp_path: Path) -> None:
+    m = maps.read_mailertable(write(tmp_path, "Staff.Example esmtp:[smtp.staff.example]\n"
+                                               ".ed.example relay:relay.ed.example\n"))
+    assert m.entries["staff.example"][0] == "esmtp:[smtp.staff.example]"
+    assert m.entries[".ed.example"][0] == "relay:relay.ed.example"
+    with pytest.raises(MapError, match="must be one of"):
+        maps.read_mailertable(write(tmp_path, "x.example uucp:host\n"))
+
+
+@pytest.mark.parametrize(("value", "code", "status", "text"), [
+    ("error:nouser", 550, "5.1.1", "No such user"),
+    ("error:nouser Gone away", 550, "5.1.1", "Gone away"),
+    ("error:5.1.1:550 Carol has left", 550, "5.1.1", "Carol has left"),
+    ("error:4.3.0:451 Try later", 451, "4.3.0", "Try later"),
+    ("error:550 Nope", 550, "5.0.0", "Nope"),
+])
+def test_parse_error(value: str, code: int, status: str, text: str) -> None:
+    e = maps.parse_error(value)
+    assert (e.code, e.status, e.text) == (code, status, text)
+
+
+def test_not_utf8_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "map"
+    p.write_bytes(b"a: b\nc: \xff\n")
+    with pytest.raises(MapError, match=r":2: not UTF-8"):
+        maps.read_aliases(p)
+
+
+target = st.from_regex(r"[a-zA-Z0-9|/.+_@-][a-zA-Z0-9|/.+_@:-]{0,11}", fullmatch=True)
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9._-]{0,10}", fullmatch=True),
+                       st.lists(target, min_size=1, max_size=4), max_size=20))
+def test_aliases_round_trip(tmp_path_factory: pytest.TempPathFactory,
+                            table: dict[str, list[str]]) -> None:
+    p = tmp_path_factory.mktemp("fuzz") / "aliases"
+    p.write_text("".join(f"{k}: {', '.join(v)}\n" for k, v in table.items()))
+    m = maps.read_aliases(p)
+    assert {k: list(v[0]) for k, v in m.entries.items()} == table  # type: ignore[arg-type]
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_reader_never_crashes_on_garbage(tmp_path_factory: pytest.TempPathFactory,
+                                         text: str) -> None:
+    """Any input either loads or fails with a MapError that names the file."""
+    p = tmp_path_factory.mktemp("garbage") / "aliases"
+    p.write_text(text, encoding="utf-8")
+    try:
+        maps.read_aliases(p)
+    except MapError as e:
+        assert str(e).startswith(f"{p}:")

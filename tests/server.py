@@ -1,0 +1,114 @@
+"""A real `postroom serve` in a subprocess, on port-0 listeners, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trustme
+
+from tests.conftest import POSTROOM
+
+INBOUND_IP = "127.0.0.2"   # stands for the upstream relays
+RELAY_IP = "127.0.0.3"     # an internal machine
+OUTSIDE_IP = "127.0.0.4"   # anyone else
+
+LISTENERS = """
+[[listeners]]
+name = "mx"
+role = "mx"
+address = "127.0.0.1"
+port = 0
+
+[[listeners]]
+name = "submission"
+role = "submission"
+address = "127.0.0.1"
+port = 0
+
+[[listeners]]
+name = "submissions"
+role = "submissions"
+address = "127.0.0.1"
+port = 0
+"""
+
+
+def configure_site(site: Path, ca: trustme.CA, *, extra: str = "",
+                   networks: bool = True) -> None:
+    """Turn an example site into a test site: port-0 listeners, test networks, test cert."""
+    text = (site / "postroom.toml").read_text()
+    text = text.split("# Unprivileged loopback ports")[0]
+    text = re.sub(r"\[networks\].*?(?=\n\[|\Z)", "", text, flags=re.S) if networks else text
+    if networks:
+        text += f'\n[networks]\ninbound = ["{INBOUND_IP}/32"]\nrelay = ["{RELAY_IP}/32"]\n'
+    text += LISTENERS + extra
+    (site / "postroom.toml").write_text(text)
+    cert = ca.issue_cert("mail.inf.example.ac.uk", "localhost", "127.0.0.1")
+    (site / "tls").mkdir(exist_ok=True)
+    cert.private_key_pem.write_to_path(str(site / "tls/key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(site / "tls/cert.pem"))
+
+
+@dataclass
+class Server:
+    site: Path
+    workers: int = 1
+    proc: subprocess.Popen[str] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    output: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 20) -> Server:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [POSTROOM, "serve", "--site", str(self.site), "--workers", str(self.workers)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("postroom serve exited:\n" + "".join(self.output))
+            self.output.append(line)
+            m = re.match(r"postroom: listening (\S+) \(\S+\) on \S+:(\d+)", line)
+            if m:
+                self.ports[m.group(1)] = int(m.group(2))
+            if line.startswith("postroom: serving"):
+                return self
+        raise RuntimeError("postroom serve did not start:\n" + "".join(self.output))
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree (master and intake processes)."""
+        assert self.proc is not None
+        subprocess.run(["pkill", "-KILL", "-f", f"postroom.worker --site {self.site}"],
+                       check=False)
+        self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> str:
+        p = self.site / "log/mail.log"
+        return p.read_text() if p.exists() else ""
+
+
+PYTHON = sys.executable
