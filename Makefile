@@ -23,9 +23,9 @@ run: venv
 	@$(BIN)/postroom db upgrade --site $(SITE)
 	$(BIN)/postroom serve --site $(SITE)
 
-test: venv
+test: venv deps
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,9 @@ def configure_site(site: Path, ca: trustme.CA, *, extra: str = "",
                    networks: bool = True) -> None:
     """Turn an example site into a test site: port-0 listeners, test networks, test cert."""
     text = (site / "postroom.toml").read_text()
-    text = text.split("# Unprivileged loopback ports")[0]
-    text = re.sub(r"\[networks\].*?(?=\n\[|\Z)", "", text, flags=re.S) if networks else text
+    text = re.sub(r"^\[\[listeners\]\]\n(?:[^\[\n].*\n|\n)*", "", text, flags=re.M)
+    text = re.sub(r"^\[networks\]\n(?:[^\[\n].*\n|\n)*", "", text, flags=re.M) \
+        if networks else text
     if networks:
         text += f'\n[networks]\ninbound = ["{INBOUND_IP}/32"]\nrelay = ["{RELAY_IP}/32"]\n'
     text += LISTENERS + extra
@@ -80,8 +82,15 @@ class Server:
             if m:
                 self.ports[m.group(1)] = int(m.group(2))
             if line.startswith("postroom: serving"):
+                # keep reading, so a chatty server never blocks on a full pipe
+                threading.Thread(target=self._drain_output, daemon=True).start()
                 return self
         raise RuntimeError("postroom serve did not start:\n" + "".join(self.output))
+
+    def _drain_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -71,7 +71,7 @@ def test_listener_array_of_tables_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         site.load(write(tmp_path, text))
     assert e.value.field == "listeners.1.role"
-    assert e.value.line == 15
+    assert e.value.line == 14
 
 
 def test_missing_map_file(tmp_path: Path) -> None:

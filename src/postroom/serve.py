@@ -68,8 +68,56 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
         maillog.close_log()
 
 
+class Delivery:
+    """The queue runner and its couriers, in whichever process runs them."""
+
+    def __init__(self, reloader: Reloader) -> None:
+        from postroom.delivery import couriers_for
+        from postroom.queue.runner import QueueRunner
+        from postroom.queue.spool import Spool
+
+        site = reloader.current.site
+        self.spool = Spool(site.queue_dir)
+        self.spool.recover()
+        self.couriers = couriers_for(site)
+        self.runner = QueueRunner(reloader, self.spool, self.couriers)
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self.runner.run())
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.runner.flush)
+
+    async def stop(self) -> None:
+        from postroom.delivery import aclose_all
+
+        await self.runner.stop()
+        if self.task is not None:
+            await self.task
+        await aclose_all(self.couriers)
+        await self.spool.aclose()
+
+
 async def _single(reloader: Reloader, sockets: list[tuple[Listener, socket.socket]]) -> None:
-    intake = Intake(reloader, sockets)
+    delivery = Delivery(reloader)
+    intake = Intake(reloader, sockets, on_queued=delivery.runner.notify)
+    await intake.start()
+    intake.install_signals()
+    delivery.start()
+    await intake.wait()
+    await delivery.stop()
+
+
+async def _intake_only(reloader: Reloader, sockets: list[tuple[Listener, socket.socket]],
+                       wake_fd: int) -> None:
+    """A worker: intake only; each queued message pokes the master's runner."""
+
+    def poke(_qid: str) -> None:
+        try:
+            os.write(wake_fd, b"!")
+        except BlockingIOError:
+            pass  # the master has plenty of pokes pending already
+
+    intake = Intake(reloader, sockets, on_queued=poke)
     await intake.start()
     intake.install_signals()
     await intake.wait()
@@ -78,12 +126,26 @@ async def _single(reloader: Reloader, sockets: list[tuple[Listener, socket.socke
 async def _master(site_dir: str, sockets: list[tuple[Listener, socket.socket]], count: int,
                   reloader: Reloader) -> None:
     fds = {lst.name: sock.fileno() for lst, sock in sockets}
-    argv = [sys.executable, "-m", "postroom.worker", "--site", site_dir]
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    argv = [sys.executable, "-m", "postroom.worker", "--site", site_dir, "--wake-fd",
+            str(wake_w)]
     for name, fd in fds.items():
         argv += ["--listener", f"{name}={fd}"]
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, pass_fds=list(fds.values()))
+        return subprocess.Popen(argv, pass_fds=[*fds.values(), wake_w])
+
+    delivery = Delivery(reloader)
+
+    def woken() -> None:
+        try:
+            while os.read(wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        delivery.runner.wake.set()
 
     procs = [spawn() for _ in range(count)]
     stopping = asyncio.Event()
@@ -106,6 +168,8 @@ async def _master(site_dir: str, sockets: list[tuple[Listener, socket.socket]], 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
+    loop.add_reader(wake_r, woken)
+    delivery.start()
     while not stopping.is_set():
         for i, proc in enumerate(procs):
             if proc.poll() is not None and not stopping.is_set():
@@ -122,6 +186,8 @@ async def _master(site_dir: str, sockets: list[tuple[Listener, socket.socket]], 
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
+    loop.remove_reader(wake_r)
+    await delivery.stop()
 
 
 def worker_main(argv: list[str]) -> None:
@@ -131,6 +197,7 @@ def worker_main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="postroom-worker")
     ap.add_argument("--site", required=True)
     ap.add_argument("--listener", action="append", default=[])
+    ap.add_argument("--wake-fd", type=int, required=True)
     args = ap.parse_args(argv)
     reloader = Reloader(args.site)
     site = reloader.current.site
@@ -143,7 +210,7 @@ def worker_main(argv: list[str]) -> None:
         sock.setblocking(False)
         sockets.append((by_name[name], sock))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides; SIGTERM drains
-    _event_loop_run(_single(reloader, sockets))
+    _event_loop_run(_intake_only(reloader, sockets, args.wake_fd))
 
 
 def pid_of(state_dir: Path) -> int | None:

@@ -144,11 +144,23 @@ class QueueSection(_Section):
     recipients_per_transaction: int = Field(100, ge=1)
 
 
+class RelayHost(_Section):
+    """Settings for one relay host (mailertable ``relay:`` target or the smart host)."""
+
+    host: str = Field(description="as written in the route, e.g. [smtp.staffmail.example.ac.uk]")
+    port: int = Field(25, ge=1, le=65535)
+    tls: Literal["opportunistic", "required", "never"] = "opportunistic"
+    username: str = ""
+    password_file: str = Field("", description="file holding the password (keep it 0600)")
+
+
 class DeliverySection(_Section):
     smtp_port: int = Field(25, ge=1, le=65535, description="port for MX deliveries (tests)")
     connect_timeout: Duration = 30.0
+    command_timeout: Duration = 300.0
     prog_timeout: Duration = 300.0
     starttls: Literal["opportunistic", "required", "never"] = "opportunistic"
+    relays: list[RelayHost] = Field(default_factory=list)
 
 
 class DnsSection(_Section):

@@ -56,6 +56,7 @@ def init(directory: Path, example: bool, domain: str, force: bool) -> None:
         (directory / "maps" / "forwards").write_text("# user: user@mailbox.host\n")
         (directory / "maps" / "local-users").write_text("root\n")
     _make_store(directory, example)
+    _make_certificate(directory)
     click.echo(f"site written to {directory.resolve()}")
 
 
@@ -67,6 +68,21 @@ def _copy_example(directory: Path) -> None:
                 dest = directory / path.relative_to(src)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, dest)
+
+
+def _make_certificate(directory: Path) -> None:
+    """A self-signed certificate so submission works out of the box; replace it for real use."""
+    import shutil as sh
+
+    from postroom import site as site_mod
+    from postroom.smtp.tls import make_self_signed
+
+    s = site_mod.load(directory)
+    cert, key = s.path(s.profile.tls.cert), s.path(s.profile.tls.key)
+    if cert.exists() or not sh.which("openssl"):
+        return
+    make_self_signed(cert, key, s.profile.site.hostname)
+    click.echo(f"self-signed certificate for {s.profile.site.hostname} written to {cert}")
 
 
 def _make_store(directory: Path, example: bool) -> None:

@@ -37,6 +37,7 @@ class Delivery:
     state: RcptState = RcptState.PENDING
     tries: int = 0
     next_attempt: float = 0.0
+    last_attempt: float = 0.0
     last_error: str = ""      # last reply or failure text, e.g. "451 4.4.1 Connection refused"
     status: str = ""          # enhanced status code of the last attempt, e.g. 4.4.1 / 2.0.0
     remote_mta: str = ""      # host that gave the last reply
@@ -85,6 +86,7 @@ class Envelope:
     listener: str = ""
     held: bool = False
     delay_warned: bool = False
+    kind: str = ""                    # "" | "dsn" (a notice we made) | "double-bounce"
 
     @property
     def deliveries(self) -> list[Delivery]:

@@ -22,8 +22,9 @@ def server_context(site: Site, *, required: bool) -> ssl.SSLContext | None:
     for path, field in ((cert, "tls.cert"), (key, "tls.key")):
         if not path.is_file():
             raise ConfigError(str(site.profile_path), f"{path} does not exist", field=field,
-                              hint="install the certificate and key there, or run "
-                                   "'postroom init --self-signed-cert' for a test one")
+                              hint="install the PEM certificate and key there; for a test "
+                                   "site: openssl req -x509 -newkey rsa:2048 -nodes -subj "
+                                   f"/CN={site.profile.site.hostname} -keyout {key} -out {cert}")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

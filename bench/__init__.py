@@ -1,0 +1,1 @@
+"""Benchmarks for postroom and the Postfix reference; see docs/performance.md."""

@@ -1,0 +1,303 @@
+"""``postroom queue``: list the spool like ``mailq``; show, hold, release, delete and flush
+messages.
+
+The listing is Postfix's ``mailq`` format, so scripts written for it keep working::
+
+    -Queue ID----- --Size-- ----Arrival Time---  -Sender/Recipient-------
+    8DtEjreMK02JV!     4218 Tue Nov 24 14:02:31  alice@example.org
+                                                 bob@example.net  deferred, 3 tries
+                                                   (451 4.4.1 Connection refused)
+
+    -- 5 Kbytes in 1 Request.
+
+``!`` after the ID marks a held message. Every recipient is listed with the state of its
+delivery; an address that expanded to several routes lists them as ``-> route  state``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import click
+
+from postroom.cli.options import reports_errors, site_option
+from postroom.errors import PostroomError
+from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
+from postroom.queue.spool import CorruptEnvelope, Spool, UnknownMessage
+
+ID_WIDTH = 14  # 13-character ID + the held mark
+INDENT = " " * (ID_WIDTH + 1 + 8 + 1 + 19 + 2)
+HEADER = f"{'-Queue ID':-<{ID_WIDTH}} --Size-- {'----Arrival Time':-<19}  -Sender/Recipient-------"
+
+
+def _open_spool(ctx: click.Context, site_dir: str | None) -> Spool:
+    from postroom import site as site_mod
+
+    chosen = site_dir or (ctx.obj if isinstance(ctx.obj, str) else None)
+    return Spool(site_mod.load(chosen).queue_dir)
+
+
+@click.group(invoke_without_command=True)
+@site_option
+@click.pass_context
+@reports_errors
+def queue(ctx: click.Context, site_dir: str | None) -> None:
+    """List the queue (like mailq), or act on queued messages."""
+    ctx.obj = site_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    with _open_spool(ctx, site_dir) as spool:
+        for line in listing(spool):
+            click.echo(line)
+
+
+@queue.command()
+@site_option
+@click.argument("qid", metavar="ID")
+@click.pass_context
+@reports_errors
+def show(ctx: click.Context, site_dir: str | None, qid: str) -> None:
+    """Show a message's envelope and headers."""
+    with _open_spool(ctx, site_dir) as spool:
+        envelope = spool.load(qid)
+        for line in describe(envelope, spool.message_path(qid), spool.envelope_path(qid)):
+            click.echo(line)
+        click.echo("")
+        click.echo("Headers:")
+        click.echo(headers(spool.read_message(qid)))
+
+
+@queue.command()
+@site_option
+@click.argument("qids", metavar="ID...", nargs=-1, required=True)
+@click.pass_context
+@reports_errors
+def hold(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> None:
+    """Hold messages: they stay queued but are not delivered until released."""
+    with _open_spool(ctx, site_dir) as spool:
+        _each(qids, spool.hold, "held")
+
+
+@queue.command()
+@site_option
+@click.argument("qids", metavar="ID...", nargs=-1, required=True)
+@click.pass_context
+@reports_errors
+def release(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> None:
+    """Release held messages for delivery."""
+    with _open_spool(ctx, site_dir) as spool:
+        _each(qids, spool.release, "released")
+
+
+@queue.command()
+@site_option
+@click.argument("qids", metavar="ID...", nargs=-1, required=True)
+@click.pass_context
+@reports_errors
+def delete(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> None:
+    """Delete messages from the queue for good (no bounce is sent)."""
+    with _open_spool(ctx, site_dir) as spool:
+        _each(qids, spool.delete, "deleted")
+
+
+@queue.command()
+@site_option
+@click.argument("qids", metavar="[ID]...", nargs=-1)
+@click.pass_context
+@reports_errors
+def flush(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> None:
+    """Retry deferred deliveries now (all active messages, or the IDs given)."""
+    from postroom import site as site_mod
+
+    site = site_mod.load(site_dir or (ctx.obj if isinstance(ctx.obj, str) else None))
+    changed = 0
+    with Spool(site.queue_dir) as spool:
+
+        def reschedule(qid: str) -> None:
+            nonlocal changed
+            envelope = spool.load(qid)
+            due = [d for d in envelope.deliveries
+                   if d.state == RcptState.DEFERRED and d.next_attempt != 0]
+            for d in due:
+                d.next_attempt = 0.0
+            if due:
+                spool.update(envelope)
+                changed += 1
+
+        if qids:
+            failed = _each(qids, reschedule, None, exit_on_error=False)
+        else:
+            failed = _each(spool.ids(include_held=False), reschedule, None,
+                           exit_on_error=False, skip_gone=True)
+    what = f"{changed} message{'' if changed == 1 else 's'} with deferred deliveries rescheduled"
+    pid = _server_pid(site.state_dir / "serve.pid")
+    if pid is None:
+        click.echo(f"{what}; no server running (the queue runs when it starts)")
+    else:
+        os.kill(pid, signal.SIGUSR1)
+        click.echo(f"{what}; server {pid} told to run the queue")
+    if failed:
+        sys.exit(failed)
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _each(qids: Iterable[str], action: Callable[[str], None], done: str | None, *,
+          exit_on_error: bool = True, skip_gone: bool = False) -> int:
+    """Run ``action`` on every ID; report failures per ID and keep going. Returns (or, by
+    default, exits with) the exit code of the first failure, 0 if none."""
+    status = 0
+    for qid in qids:
+        try:
+            action(qid)
+        except PostroomError as e:
+            if skip_gone and isinstance(e, UnknownMessage):  # delivered since we listed it
+                continue
+            click.echo(f"postroom: {e}", err=True)
+            status = status or e.exit_code
+            continue
+        if done:
+            click.echo(f"{qid}: {done}")
+    if status and exit_on_error:
+        sys.exit(status)
+    return status
+
+
+def _server_pid(pidfile: Path) -> int | None:
+    """The PID in the server's pid file, if that process is alive."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def listing(spool: Spool) -> list[str]:
+    """The mailq-style listing of every queued message, in arrival order."""
+    lines: list[str] = []
+    total = count = 0
+    for qid in spool.ids():
+        try:
+            envelope = spool.load(qid)
+        except UnknownMessage:  # delivered or deleted since ids()
+            continue
+        except CorruptEnvelope as e:
+            lines += [f"{qid:<{ID_WIDTH}} (envelope unreadable, moved to {e.moved_to})", ""]
+            continue
+        count += 1
+        total += envelope.size
+        lines += _entry(envelope)
+        lines.append("")
+    if not count and not lines:
+        return ["Mail queue is empty"]
+    return [HEADER, *lines,
+            f"-- {math.ceil(total / 1024)} Kbytes in {count} Request{'' if count == 1 else 's'}."]
+
+
+def _entry(envelope: Envelope) -> list[str]:
+    mark = "!" if envelope.held else ""
+    arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(envelope.arrival))
+    sender = envelope.sender or "MAILER-DAEMON"
+    lines = [f"{envelope.id + mark:<{ID_WIDTH}} {envelope.size:>8} {arrival}  {sender}"]
+    for rcpt in envelope.recipients:
+        lines += _recipient_lines(rcpt)
+    return lines
+
+
+def _recipient_lines(rcpt: Recipient) -> list[str]:
+    ds = rcpt.deliveries
+    if not ds:
+        return [f"{INDENT}{rcpt.address}  {RcptState.PENDING}"]
+    if len(ds) == 1 and ds[0].address == rcpt.address:
+        return _delivery_lines(INDENT, rcpt.address, ds[0])
+    lines = [f"{INDENT}{rcpt.address}"]
+    for d in ds:
+        lines += _delivery_lines(INDENT + "  ", f"-> {d.address}", d)
+    return lines
+
+
+def _delivery_lines(indent: str, label: str, d: Delivery) -> list[str]:
+    state = str(d.state)
+    if d.tries:
+        state += f", {d.tries} tr{'y' if d.tries == 1 else 'ies'}"
+    lines = [f"{indent}{label}  {state}"]
+    if d.last_error:
+        lines.append(f"{indent}  ({d.last_error})")
+    return lines
+
+
+def describe(envelope: Envelope, message: Path, envelope_file: Path) -> list[str]:
+    """The envelope as readable text, one field a line."""
+
+    def when(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
+
+    e = envelope
+    client = " ".join(p for p in (e.client_name, f"[{e.client_addr}]" if e.client_addr else "")
+                      if p) or "(local)"
+    via = [e.protocol, f"from {client}"]
+    if e.helo:
+        via.append(f"(HELO {e.helo})")
+    extras = [x for x in (e.tls, f"auth {e.auth_user}" if e.auth_user else "",
+                          f"listener {e.listener}" if e.listener else "") if x]
+    dsn = " ".join(f"{k}={v}" for k, v in (("RET", e.ret), ("ENVID", e.envid)) if v)
+    body = ", ".join(x for x in (e.body, "SMTPUTF8" if e.smtputf8 else "") if x)
+    lines = [
+        f"Queue ID:     {e.id}{'  (held)' if e.held else ''}",
+        f"Message file: {message}",
+        f"Envelope:     {envelope_file}",
+        f"Arrival:      {when(e.arrival)}",
+        f"Size:         {e.size} bytes",
+        f"Sender:       <{e.sender}>",
+        f"Received via: {' '.join(via)}{', ' + ', '.join(extras) if extras else ''}",
+    ]
+    if dsn:
+        lines.append(f"DSN:          {dsn}")
+    if body:
+        lines.append(f"Body:         {body}")
+    if e.delay_warned:
+        lines.append("Delay warned: yes")
+    lines.append("Recipients:")
+    for r in e.recipients:
+        params = ", ".join(x for x in (f"ORCPT {r.orcpt}" if r.orcpt else "",
+                                       f"NOTIFY {','.join(r.notify)}" if r.notify else "") if x)
+        lines.append(f"  {r.address}{f'  ({params})' if params else ''}")
+        if not r.deliveries:
+            lines.append("    (not routed yet)")
+        for d in r.deliveries:
+            route = f"mailer {d.mailer}"
+            if d.host:
+                route += f", host {d.host}"
+            lines.append(f"    -> {d.address}: {route}, user {d.user}")
+            state = [f"state {d.state}", f"{d.tries} tr{'y' if d.tries == 1 else 'ies'}"]
+            if d.state == RcptState.DEFERRED:
+                state.append(f"next attempt {when(d.next_attempt) if d.next_attempt else 'now'}")
+            if d.status:
+                state.append(f"status {d.status}")
+            if d.remote_mta:
+                state.append(f"remote {d.remote_mta}")
+            if d.dsn_sent:
+                state.append("DSN sent")
+            lines.append(f"       {', '.join(state)}")
+            if d.last_error:
+                lines.append(f"       last reply: {d.last_error}")
+    return lines
+
+
+def headers(message: bytes) -> str:
+    """The header section of a raw message as text (bytes that are not UTF-8 shown as \\x)."""
+    end = len(message)
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = message.find(sep)
+        if i != -1:
+            end = min(end, i)
+    text = message[:end].decode("utf-8", "backslashreplace")
+    return text.replace("\r\n", "\n")

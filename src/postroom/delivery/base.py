@@ -1,0 +1,171 @@
+"""The courier seam: what the queue runner hands a courier and what it gets back.
+
+A ``Job`` is one message for one destination: every ``Delivery`` in it has the same mailer
+and host (one MX domain, one relay host, the local mailboxes, ...), in queue order. A
+courier answers with exactly one ``Attempt`` per delivery::
+
+    Outcome.SENT       handed over; final (2xx)
+    Outcome.DEFERRED   temporary failure: connection trouble, 4xx, a full disk, an unknown
+                       error; the queue tries again later
+    Outcome.FAILED     permanent failure (5xx); the queue owes a bounce
+
+A courier never raises for a delivery problem. An exception nobody expected is a
+*temporary* failure (maddy's ``IsTemporaryOrUnspec``): mail is retried, never bounced
+because of a bug. ``deliver_job`` enforces that contract around any courier.
+
+The courier does not touch the queue; ``Attempt.apply`` records an attempt on its
+``Delivery`` (state, tries, last error, status, remote MTA) and the runner stores it and
+schedules the next try.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from postroom.errors import DeliveryError
+from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+
+
+_STATE = {Outcome.SENT: RcptState.SENT, Outcome.DEFERRED: RcptState.DEFERRED,
+          Outcome.FAILED: RcptState.FAILED}
+
+
+@dataclass(slots=True)
+class Attempt:
+    """The result of one try of one delivery.
+
+    ``code`` and ``status`` always agree with ``outcome`` (2xx/2.x.x, 4xx/4.x.x, 5xx/5.x.x);
+    ``text`` is the reply text without them (a remote server's words, or ours), so
+    ``reply`` reads ``250 2.0.0 Ok: queued as X``. ``remote`` is ``mx.host [192.0.2.1]``
+    for SMTP and empty for local couriers; ``tls`` is the protocol used (``TLSv1.3``) or
+    empty.
+    """
+
+    delivery: Delivery
+    outcome: Outcome
+    code: int
+    status: str
+    text: str
+    remote: str = ""
+    tls: str = ""
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {self.status} {self.text}".rstrip()
+
+    def apply(self) -> None:
+        """Record this attempt on its delivery. Scheduling (``next_attempt``) is the runner's."""
+        d = self.delivery
+        d.state = _STATE[self.outcome]
+        d.tries += 1
+        d.last_error = self.reply
+        d.status = self.status
+        d.remote_mta = self.remote
+
+
+def sent(delivery: Delivery, text: str, *, code: int = 250, status: str = "2.0.0",
+         remote: str = "", tls: str = "") -> Attempt:
+    return Attempt(delivery, Outcome.SENT, code, status, text, remote, tls)
+
+
+def deferred(delivery: Delivery, text: str, *, code: int = 451, status: str = "4.3.0",
+             remote: str = "", tls: str = "") -> Attempt:
+    return Attempt(delivery, Outcome.DEFERRED, code, status, text, remote, tls)
+
+
+def failed(delivery: Delivery, text: str, *, code: int = 550, status: str = "5.0.0",
+           remote: str = "", tls: str = "") -> Attempt:
+    return Attempt(delivery, Outcome.FAILED, code, status, text, remote, tls)
+
+
+def from_error(delivery: Delivery, error: DeliveryError, *, tls: str = "") -> Attempt:
+    """A ``TemporaryFailure`` / ``PermanentFailure`` as the attempt it stands for."""
+    outcome = Outcome.FAILED if error.permanent else Outcome.DEFERRED
+    return Attempt(delivery, outcome, error.code, error.enhanced, error.text,
+                   error.remote or "", tls)
+
+
+@dataclass(slots=True)
+class Job:
+    """One message for one destination: deliveries share mailer and host, in queue order."""
+
+    envelope: Envelope
+    message: bytes          # the queued message, CRLF line endings, our Received on top
+    deliveries: list[Delivery]
+    queue_id: str
+    _owners: dict[int, Recipient] | None = field(default=None, init=False, repr=False,
+                                                 compare=False)
+
+    @property
+    def mailer(self) -> str:
+        return self.deliveries[0].mailer if self.deliveries else ""
+
+    @property
+    def host(self) -> str:
+        return self.deliveries[0].host if self.deliveries else ""
+
+    def recipient(self, delivery: Delivery) -> Recipient | None:
+        """The RCPT TO this delivery came from (before alias expansion), with its DSN
+        parameters; None for a delivery the envelope does not hold."""
+        if self._owners is None:
+            self._owners = {id(d): r for r in self.envelope.recipients for d in r.deliveries}
+        return self._owners.get(id(delivery))
+
+    def original_recipient(self, delivery: Delivery) -> str:
+        r = self.recipient(delivery)
+        return r.address if r is not None else delivery.address
+
+
+class Courier(Protocol):
+    """Delivers one Job; one Attempt per Delivery, in order; never raises for mail trouble."""
+
+    async def deliver(self, job: Job) -> list[Attempt]: ...
+
+    async def aclose(self) -> None:
+        """Release what the courier keeps between jobs (cached SMTP connections)."""
+        ...
+
+
+def group_jobs(envelope: Envelope, message: bytes, queue_id: str,
+               deliveries: list[Delivery]) -> list[Job]:
+    """Split deliveries into Jobs by (mailer, host), keeping queue order inside each."""
+    jobs: dict[tuple[str, str], Job] = {}
+    for d in deliveries:
+        key = (d.mailer, d.host.lower())
+        job = jobs.get(key)
+        if job is None:
+            job = jobs[key] = Job(envelope, message, [], queue_id)
+        job.deliveries.append(d)
+    return list(jobs.values())
+
+
+async def deliver_job(courier: Courier, job: Job) -> list[Attempt]:
+    """Run a courier and hold it to the contract: it never raises, and every delivery of
+    the job gets exactly one attempt (a missing one is DEFERRED, never dropped)."""
+    try:
+        attempts = await courier.deliver(job)
+    except Exception as e:  # a courier bug must not bounce mail
+        log.exception("%s: courier for %s raised", job.queue_id, job.mailer)
+        return [deferred(d, f"internal error in {job.mailer} courier: {describe(e)}")
+                for d in job.deliveries]
+    by_delivery = {id(a.delivery): a for a in attempts}
+    return [by_delivery.get(id(d))
+            or deferred(d, f"{job.mailer} courier returned no result for this recipient")
+            for d in job.deliveries]
+
+
+def describe(e: BaseException) -> str:
+    """An exception as one line of failure text: ``ConnectionRefusedError: ...``."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

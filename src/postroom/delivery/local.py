@@ -1,0 +1,119 @@
+"""The ``local`` courier: Maildir delivery to ``SITE/mail/USER/``.
+
+Each message gets ``Return-Path: <sender>`` and ``Delivered-To: user@<primary domain>`` on
+top and LF line endings, and is written the Maildir way: a unique file in ``tmp/``, written
+and fsynced, renamed into ``new/``, and ``new/`` fsynced, so concurrent writers never meet
+and a crash never leaves half a message in ``new/``. Only then is the attempt SENT. The
+layout is the one ``mailbox.Maildir`` reads; it is written here rather than with
+``Maildir.add`` because that does not fsync.
+
+The resolver has already decided the user exists; a name that could leave the mail
+directory is FAILED (5.1.3). Disk trouble is DEFERRED (4.3.0; 4.2.2 over quota).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from postroom.delivery.base import Attempt, Job, deferred, describe, failed, sent
+from postroom.queue.envelope import Delivery
+from postroom.site import Site
+
+log = logging.getLogger(__name__)
+
+_counter = itertools.count(1)
+_SUBDIRS = ("tmp", "new", "cur")
+
+
+def trace_headers(sender: str, delivered_to: str) -> bytes:
+    """``Return-Path`` and ``Delivered-To`` lines, LF-terminated, for local deliveries."""
+    return f"Return-Path: <{sender}>\nDelivered-To: {delivered_to}\n".encode(
+        "utf-8", "surrogateescape")
+
+
+def unix_lines(message: bytes) -> bytes:
+    """CRLF (the queue's form) to LF (the form of files and pipes on this system)."""
+    return message.replace(b"\r\n", b"\n")
+
+
+def safe_mailbox_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+
+
+def _unique_name(size: int) -> str:
+    now = time.time()
+    host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+    return (f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
+            f",S={size}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def store(maildir: Path, data: bytes) -> Path:
+    """Write ``data`` into ``maildir/new`` durably; create the Maildir if needed."""
+    if not (maildir / "new").is_dir():
+        for sub in _SUBDIRS:
+            os.makedirs(maildir / sub, mode=0o700, exist_ok=True)
+        _fsync_dir(maildir)
+        _fsync_dir(maildir.parent)
+    name = _unique_name(len(data))
+    tmp, new = maildir / "tmp" / name, maildir / "new" / name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, new)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(maildir / "new")
+    return new
+
+
+class LocalCourier:
+    def __init__(self, site: Site) -> None:
+        self.mail_dir = site.mail_dir
+        self.domain = site.profile.site.domains[0]
+
+    async def deliver(self, job: Job) -> list[Attempt]:
+        return [await asyncio.to_thread(self._deliver_one, job, d) for d in job.deliveries]
+
+    def _deliver_one(self, job: Job, delivery: Delivery) -> Attempt:
+        user = delivery.user
+        if not safe_mailbox_name(user):
+            return failed(delivery, f"bad mailbox name {user!r}", code=550, status="5.1.3")
+        data = trace_headers(job.envelope.sender, f"{user}@{self.domain}") \
+            + unix_lines(job.message)
+        try:
+            self.mail_dir.mkdir(parents=True, exist_ok=True)
+            path = store(self.mail_dir / user, data)
+        except OSError as e:
+            status = "4.2.2" if e.errno == errno.EDQUOT else "4.3.0"
+            log.warning("%s: maildir delivery to %s failed: %s", job.queue_id, user, e)
+            return deferred(delivery, f"cannot write to mailbox {user}: {describe(e)}",
+                            code=452 if status == "4.2.2" else 451, status=status)
+        except Exception as e:  # unexpected: temporary, never a bounce
+            log.exception("%s: maildir delivery to %s failed", job.queue_id, user)
+            return deferred(delivery, f"internal error: {describe(e)}")
+        return sent(delivery, f"delivered to maildir {user} ({path.name})")
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,260 @@
+"""The queue runner: takes each due message from the spool, hands its deliveries to the
+couriers, records every attempt in the envelope, and sends the DSNs that are owed.
+
+    due message ─▶ group deliveries by (mailer, host) ─▶ courier.deliver(job) per group
+         ▲              (global and per-destination limits)        │ one Attempt per delivery
+         │                                                          ▼
+     next retry ◀── spool.update(envelope) ◀── expire past lifetime, delay warning, DSNs
+                                                └─▶ all final and notified: spool.delete
+
+Delivery is at least once: the envelope is rewritten (durably) after each round, so a
+crash between a courier's success and that rewrite can repeat a delivery, never lose one.
+A DSN is queued (durably) before the envelope records that it was sent, for the same
+reason. An unexpected error while handling a message leaves it queued and retries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from postroom import maillog
+from postroom.queue import accept, dsn
+from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
+from postroom.queue.schedule import retry_delay
+
+if TYPE_CHECKING:
+    from postroom.delivery.base import Attempt, Courier
+    from postroom.queue.spool import Spool
+    from postroom.runtime import Reloader
+
+log = logging.getLogger("postroom.runner")
+
+
+class QueueRunner:
+    def __init__(self, reloader: Reloader, spool: Spool, couriers: dict[str, Courier],
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.reloader = reloader
+        self.spool = spool
+        self.couriers = couriers
+        self.clock = clock
+        self.due: dict[str, float] = {}      # queue id -> when to look at it again
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+        self.wake = asyncio.Event()
+        self._stop = False
+        self._dest_limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+        q = reloader.current.site.profile.queue
+        self._global = asyncio.Semaphore(q.concurrency)
+
+    @property
+    def site(self) -> Any:
+        return self.reloader.current.site
+
+    # -- triggers -------------------------------------------------------------------------
+
+    def notify(self, qid: str) -> None:
+        """A message was just queued: look at it now."""
+        self.due[qid] = 0.0
+        self.wake.set()
+
+    def flush(self) -> None:
+        """``postroom queue flush``: retry every deferred delivery now."""
+        self._flush = True
+        for qid in list(self.due):
+            self.due[qid] = 0.0
+        self.wake.set()
+
+    _flush = False
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        interval = self.site.profile.queue.run_interval
+        while not self._stop:
+            try:
+                await self.run_once()
+            except Exception:  # never let the runner die: log, wait, go on
+                log.exception("queue run failed")
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        self._stop = True
+        self.wake.set()
+        if self.inflight:
+            await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+
+    async def run_once(self) -> list[asyncio.Task[None]]:
+        """Start work on every due message; returns the tasks (tests await them)."""
+        if self.site.quiescent:
+            return []
+        ids = await asyncio.to_thread(self.spool.ids, False)
+        present = set(ids)
+        for qid in [q for q in self.due if q not in present]:
+            del self.due[qid]
+        now = self.clock()
+        flush, self._flush = self._flush, False
+        tasks = []
+        for qid in ids:
+            if qid in self.inflight or self.due.get(qid, 0.0) > now:
+                continue
+            task = asyncio.ensure_future(self._process(qid, flush))
+            self.inflight[qid] = task
+            task.add_done_callback(lambda _t, q=qid: self.inflight.pop(q, None))
+            tasks.append(task)
+        return tasks
+
+    async def drain(self) -> None:
+        """Run until nothing is due now (tests and ``queue flush`` without a server)."""
+        while True:
+            tasks = await self.run_once()
+            if not tasks:
+                return
+            await asyncio.gather(*tasks)
+
+    # -- one message ----------------------------------------------------------------------
+
+    async def _process(self, qid: str, flush: bool) -> None:
+        from postroom.queue.spool import UnknownMessage
+
+        try:
+            env = await asyncio.to_thread(self.spool.load, qid)
+            if env.held:
+                self.due.pop(qid, None)
+                return
+            message = await asyncio.to_thread(self.spool.read_message, qid)
+            now = self.clock()
+            groups: dict[tuple[str, str], list[Delivery]] = {}
+            for d in env.deliveries:
+                if not d.final and (flush or d.next_attempt <= now):
+                    groups.setdefault((d.mailer, d.host), []).append(d)
+            if groups:
+                rounds = [self._deliver(env, message, key, ds) for key, ds in groups.items()]
+                for attempts in await asyncio.gather(*rounds):
+                    self._record(env, attempts)
+            await self._settle(env, message)
+        except UnknownMessage:
+            self.due.pop(qid, None)
+        except Exception:
+            log.exception("%s: delivery round failed; will retry", qid)
+            self.due[qid] = self.clock() + 60
+
+    async def _deliver(self, env: Envelope, message: bytes, key: tuple[str, str],
+                       deliveries: list[Delivery]) -> list[Attempt]:
+        from postroom.delivery.base import Job, deferred, deliver_job
+
+        courier = self.couriers.get(key[0])
+        if courier is None:
+            return [deferred(d, f"no courier for mailer {key[0]}", status="4.3.5")
+                    for d in deliveries]
+        limit = self._dest_limits.get(key)
+        if limit is None:
+            limit = self._dest_limits[key] = asyncio.Semaphore(
+                self.site.profile.queue.destination_concurrency)
+        async with self._global, limit:
+            return await deliver_job(courier, Job(env, message, deliveries, env.id))
+
+    def _record(self, env: Envelope, attempts: list[Attempt]) -> None:
+        from postroom.delivery.base import Outcome
+
+        q = self.site.profile.queue
+        now = self.clock()
+        owner = {id(d): r for r in env.recipients for d in r.deliveries}
+        for a in attempts:
+            a.apply()
+            d = a.delivery
+            d.last_attempt = now
+            if a.outcome is Outcome.SENT:
+                stat = f"Sent ({a.reply})"
+            elif a.outcome is Outcome.FAILED:
+                stat = f"Bounced: {a.reply}"
+            else:
+                d.next_attempt = now + retry_delay(d.tries, q.retry_initial, q.retry_max)
+                stat = f"Deferred: {a.reply}"
+            r = owner.get(id(d))
+            maillog.delivery(env.id, d.user if "@" in d.user else d.address,
+                             r.address if r else "", d.mailer, a.remote or d.mailer,
+                             now - env.arrival, d.tries, a.status, stat)
+
+    async def _settle(self, env: Envelope, message: bytes) -> None:
+        """Lifetime, delay warning, DSNs; then delete or reschedule."""
+        site = self.site
+        q = site.profile.queue
+        now = self.clock()
+        age = now - env.arrival
+        if age >= q.lifetime:
+            for d in env.deliveries:
+                if not d.final:
+                    days = q.lifetime / 86400
+                    d.state = RcptState.FAILED
+                    d.status = "4.4.7"
+                    d.last_error = (f"delivery time expired after {days:g} days"
+                                    + (f"; last error: {d.last_error}" if d.last_error else ""))
+                    maillog.delivery(env.id, d.user, "", d.mailer, d.remote_mta or d.mailer,
+                                     age, d.tries, "4.4.7", "Bounced: delivery time expired")
+        notices: list[dsn.Notice] = []
+        for r in env.recipients:
+            for d in r.deliveries:
+                if d.final and not d.dsn_sent:
+                    action = dsn.final_action(d)
+                    if dsn.wants(r, action):
+                        notices.append(dsn.Notice(r, d, action))
+        if notices:
+            await self._send_notice(env, notices, message, lifetime=q.lifetime)
+        for r in env.recipients:
+            for d in r.deliveries:
+                if d.final:
+                    d.dsn_sent = True
+        if (not env.delay_warned and age >= q.delay_warning and env.sender
+                and any(d.state is RcptState.DEFERRED for d in env.deliveries)):
+            late = [dsn.Notice(r, d, dsn.DELAYED) for r in env.recipients
+                    for d in r.deliveries if d.state is RcptState.DEFERRED
+                    and dsn.wants(r, dsn.DELAYED)]
+            if late:
+                await self._send_notice(env, late, message, lifetime=q.lifetime)
+            env.delay_warned = True
+        if env.done:
+            await asyncio.to_thread(self.spool.delete, env.id)
+            self.due.pop(env.id, None)
+            return
+        await asyncio.to_thread(self.spool.update, env)
+        pending = [d.next_attempt for d in env.deliveries if not d.final]
+        self.due[env.id] = min(pending) if pending else now
+
+    async def _send_notice(self, env: Envelope, notices: list[dsn.Notice], message: bytes,
+                           *, lifetime: float) -> None:
+        site = self.site
+        p = site.profile
+        postmaster = p.site.postmaster if "@" in p.site.postmaster \
+            else f"{p.site.postmaster}@{p.site.domains[0]}"
+        if env.sender:
+            to, kind = env.sender, "dsn"
+        elif env.kind == "double-bounce":
+            maillog.line(f"{env.id}: double bounce undeliverable, discarded "
+                         f"({len(notices)} recipients)")
+            return
+        else:
+            notices = [n for n in notices if n.action == dsn.FAILED]
+            if not notices:
+                return
+            to, kind = postmaster, "double-bounce"
+        body = dsn.build(env, notices, message, hostname=p.site.hostname,
+                         postmaster=postmaster, now=self.clock(), lifetime=lifetime, to=to)
+        routes = self.reloader.current.resolver.resolve(to).routes
+        recipient: Recipient = accept.make_recipient(to, routes)
+        if not recipient.deliveries:
+            maillog.line(f"{env.id}: DSN to <{to}> has no deliverable route; discarded")
+            return
+        notice_env = accept.new_envelope("", [recipient], protocol="local", kind=kind,
+                                         client_addr="", helo=p.site.hostname)
+        notice_env.arrival = self.clock()
+        qid = await self.spool.put(notice_env, body)
+        maillog.line(f"{env.id}: sender notify: {', '.join(sorted({n.action for n in notices}))}"
+                     f"; DSN queued as {qid} to <{to}>")
+        self.notify(qid)

@@ -1,0 +1,17 @@
+"""When to try a deferred delivery again: exponential backoff with jitter.
+
+The n-th retry waits ``initial * 2**(n-1)`` seconds, capped at ``maximum`` (defaults 5 min
+doubling to 1 h), give or take 10% so that mail deferred together (a restart, an outage
+at one destination) is not all retried in the same second (chasquid's ``nextDelay``).
+"""
+
+from __future__ import annotations
+
+import random
+
+
+def retry_delay(tries: int, initial: float, maximum: float,
+                jitter: float = 0.1, rng: random.Random | None = None) -> float:
+    base = min(maximum, initial * 2 ** max(0, tries - 1))
+    r = (rng or random).uniform(-jitter, jitter)
+    return max(1.0, base * (1 + r))

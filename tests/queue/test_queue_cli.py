@@ -1,0 +1,180 @@
+"""``postroom queue`` against the example site, run as the admin runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
+from postroom.queue.spool import Spool
+from tests.conftest import POSTROOM
+
+FIRST = "8DtEjreMK0001"
+SECOND = "8DtEjreMK0002"
+ARRIVAL = 1_700_000_000.0  # Tue Nov 14 22:13:20 2023 UTC
+BODY = b"Received: from mx.example.org\r\nSubject: hello\r\nFrom: <alice@example.org>\r\n\r\n"
+
+
+def queue(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([POSTROOM, "queue", "--site", str(site), *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "TZ": "UTC"})
+
+
+@pytest.fixture
+def queued(example_site: Path) -> Path:
+    """Two messages: one with a deferred and an expanded recipient, one held bounce."""
+    first = Envelope(
+        "alice@example.org",
+        [Recipient("bob@example.net", [Delivery(
+            "esmtp", "example.net", "bob@example.net", "bob@example.net",
+            state=RcptState.DEFERRED, tries=3, next_attempt=ARRIVAL + 600,
+            last_error="451 4.4.1 Connection refused", status="4.4.1")]),
+         Recipient("staff@inf.example.ac.uk", [
+             Delivery("local", "", "carol", "carol"),
+             Delivery("esmtp", "x.org", "d@x.org", "d@x.org", state=RcptState.SENT, tries=1)])],
+        ARRIVAL, id=FIRST, client_addr="192.0.2.1", client_name="mx.example.org",
+        helo="mx.example.org", tls="TLSv1.3")
+    second = Envelope("", [Recipient("root@inf.example.ac.uk")], ARRIVAL + 61, id=SECOND)
+    with Spool(example_site / "queue") as spool:
+        spool.put_sync(first, BODY + b"x" * 3000)
+        spool.put_sync(second, b"Subject: bounce\n\nhi\n")
+        spool.hold(SECOND)
+    return example_site
+
+
+def test_empty_queue(example_site: Path) -> None:
+    r = queue(example_site)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "Mail queue is empty\n", "")
+
+
+def test_listing_is_mailq_format(queued: Path) -> None:
+    r = queue(queued)
+    assert r.returncode == 0, r.stderr
+    size = len(BODY) + 3000
+    pad = " " * 45
+    assert r.stdout.splitlines() == [
+        "-Queue ID----- --Size-- ----Arrival Time---  -Sender/Recipient-------",
+        f"{FIRST}  {size:>8} Tue Nov 14 22:13:20  alice@example.org",
+        f"{pad}bob@example.net  deferred, 3 tries",
+        f"{pad}  (451 4.4.1 Connection refused)",
+        f"{pad}staff@inf.example.ac.uk",
+        f"{pad}  -> carol  pending",
+        f"{pad}  -> d@x.org  sent, 1 try",
+        "",
+        f"{SECOND}!       20 Tue Nov 14 22:14:21  MAILER-DAEMON",
+        f"{pad}root@inf.example.ac.uk  pending",
+        "",
+        "-- 4 Kbytes in 2 Requests.",
+    ]
+
+
+def test_show(queued: Path) -> None:
+    r = queue(queued, "show", FIRST)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"Queue ID:     {FIRST}\n" in out
+    q = queued.resolve() / "queue"
+    assert f"Message file: {q}/msg/{FIRST}.msg\nEnvelope:     {q}/active/{FIRST}.env\n" in out
+    assert "Arrival:      2023-11-14 22:13:20 +0000\n" in out
+    assert "Sender:       <alice@example.org>\n" in out
+    assert ("Received via: ESMTP from mx.example.org [192.0.2.1] (HELO mx.example.org), "
+            "TLSv1.3\n") in out
+    assert ("    -> bob@example.net: mailer esmtp, host example.net, user bob@example.net\n"
+            "       state deferred, 3 tries, next attempt 2023-11-14 22:23:20 +0000, "
+            "status 4.4.1\n"
+            "       last reply: 451 4.4.1 Connection refused\n") in out
+    assert out.endswith("Headers:\nReceived: from mx.example.org\nSubject: hello\n"
+                        "From: <alice@example.org>\n")
+    held = queue(queued, "show", SECOND)
+    assert f"Queue ID:     {SECOND}  (held)\n" in held.stdout
+
+
+def test_hold_release_delete(queued: Path) -> None:
+    r = queue(queued, "hold", FIRST)
+    assert (r.returncode, r.stdout) == (0, f"{FIRST}: held\n")
+    assert f"{FIRST}!" in queue(queued).stdout
+    r = queue(queued, "release", FIRST, SECOND)
+    assert (r.returncode, r.stdout) == (0, f"{FIRST}: released\n{SECOND}: released\n")
+    with Spool(queued / "queue") as spool:
+        assert not spool.is_held(FIRST) and not spool.is_held(SECOND)
+    r = queue(queued, "delete", SECOND)
+    assert (r.returncode, r.stdout) == (0, f"{SECOND}: deleted\n")
+    assert "-- 4 Kbytes in 1 Request.\n" in queue(queued).stdout
+
+
+@pytest.mark.parametrize("command", ["show", "hold", "release", "delete", "flush"])
+def test_unknown_id(queued: Path, command: str) -> None:
+    r = queue(queued, command, "8DtEjreMK0003")
+    assert r.returncode == 67
+    assert r.stderr == "postroom: 8DtEjreMK0003: no such message in the queue\n"
+    r = queue(queued, command, "../hold")
+    assert r.returncode == 67
+    assert "not a queue ID" in r.stderr
+
+
+def test_unknown_id_among_good_ones(queued: Path) -> None:
+    r = queue(queued, "hold", "8DtEjreMK0003", FIRST)
+    assert r.returncode == 67
+    assert r.stdout == f"{FIRST}: held\n"
+    with Spool(queued / "queue") as spool:
+        assert spool.is_held(FIRST)
+
+
+def test_flush_without_server(queued: Path) -> None:
+    r = queue(queued, "flush")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("1 message with deferred deliveries rescheduled; "
+                        "no server running (the queue runs when it starts)\n")
+    with Spool(queued / "queue") as spool:
+        bob = spool.load(FIRST).recipients[0].deliveries[0]
+        assert (bob.state, bob.next_attempt, bob.tries) == (RcptState.DEFERRED, 0.0, 3)
+
+
+def test_flush_signals_the_server(queued: Path, tmp_path: Path) -> None:
+    flag = tmp_path / "got-usr1"
+    server = subprocess.Popen(
+        [sys.executable, "-c",
+         "import pathlib, signal, sys, time\n"
+         f"signal.signal(signal.SIGUSR1, lambda *a: pathlib.Path({str(flag)!r}).touch())\n"
+         "print('ready', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline() == "ready\n"
+        (queued / "state" / "serve.pid").write_text(f"{server.pid}\n")
+        r = queue(queued, "flush", FIRST)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == (f"1 message with deferred deliveries rescheduled; "
+                            f"server {server.pid} told to run the queue\n")
+        deadline = time.monotonic() + 10
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flag.exists()
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+    r = queue(queued, "flush")  # the pid file now names a dead process
+    assert r.stdout == ("0 messages with deferred deliveries rescheduled; "
+                        "no server running (the queue runs when it starts)\n")
+
+
+def test_corrupt_envelope_in_listing(queued: Path) -> None:
+    (queued / "queue" / "active" / f"{FIRST}.env").write_bytes(b"{broken")
+    r = queue(queued)
+    assert r.returncode == 0, r.stderr
+    corrupt = queued.resolve() / "queue" / "corrupt" / f"{FIRST}.env"
+    assert r.stdout.splitlines()[1] == f"{FIRST}  (envelope unreadable, moved to {corrupt})"
+    assert r.stdout.endswith("-- 1 Kbytes in 1 Request.\n")
+    assert corrupt.read_bytes() == b"{broken"
+
+
+def test_no_site(tmp_path: Path) -> None:
+    r = queue(tmp_path)
+    assert r.returncode == 78
+    assert "no site profile here" in r.stderr
