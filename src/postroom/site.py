@@ -164,8 +164,8 @@ class DeliverySection(_Section):
 
 
 class DnsSection(_Section):
-    nameservers: list[str] = Field(default_factory=list,
-                                   description="resolver addresses, host or host:port; empty = system")
+    nameservers: list[str] = Field(
+        default_factory=list, description="resolver addresses, host or host:port; empty = system")
     timeout: Duration = 10.0
 
 
@@ -342,12 +342,13 @@ def _line_of(text: str, loc: tuple[Any, ...] | list[Any]) -> int | None:
         key = line.split("=", 1)[0].strip() if "=" in line else None
         if key is None:
             continue
-        if len(parts) >= 2 and section == parts[0] and key == parts[1]:
-            if index is None or seen.get(section) == index:
-                return no
+        in_table = len(parts) >= 2 and section == parts[0]
+        same_entry = index is None or seen.get(section or "") == index
+        if in_table and key == parts[1] and same_entry:
+            return no
         if len(parts) == 1 and section is None and key == parts[0]:
             return no
-        if len(parts) >= 2 and section == parts[0] and index is not None and seen.get(section) == index:
+        if in_table and index is not None and same_entry:
             best = best or no
     if best is None and parts:
         for no, raw in enumerate(lines, 1):

@@ -49,7 +49,11 @@ def set_keys(text: str, table: str, keys: dict[str, Any]) -> str:
     lines = "".join(f"{k} = {_toml(v)}\n" for k, v in keys.items())
     header = re.search(rf"^\[{re.escape(table)}\][ \t]*$", text, re.M)
     if header:
-        return text[: header.end()] + "\n" + lines + text[header.end() + 1:]
+        body_end = re.search(r"^\[", text[header.end():], re.M)
+        end = header.end() + (body_end.start() if body_end else len(text) - header.end())
+        body = "".join(line for line in text[header.end():end].splitlines(keepends=True)
+                       if line.split("=", 1)[0].strip() not in keys)
+        return text[: header.end()] + "\n" + lines + body.lstrip("\n") + text[end:]
     return text.rstrip("\n") + f"\n\n[{table}]\n" + lines
 
 

@@ -133,9 +133,9 @@ def test_submission_needs_tls_before_auth(server: Server) -> None:
     with client(server.ports["submission"], OUTSIDE_IP) as c:
         code, text = c.ehlo("laptop")
         assert b"AUTH" not in text and b"STARTTLS" in text
-        code, reply = c.docmd("AUTH", "PLAIN AGFsaWNlAHg=")
+        code, _ = c.docmd("AUTH", "PLAIN AGFsaWNlAHg=")
         assert code == 530
-        code, reply = c.docmd("MAIL", "FROM:<alice@inf.example.ac.uk>")
+        code, _ = c.docmd("MAIL", "FROM:<alice@inf.example.ac.uk>")
         assert code == 530
 
 

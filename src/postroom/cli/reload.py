@@ -41,7 +41,8 @@ def reload(site_dir: str | None) -> None:
 
 def _server_pid(pidfile: os.PathLike[str]) -> int | None:
     try:
-        pid = int(open(pidfile).read().strip())
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None

@@ -106,7 +106,7 @@ class Resolver:
     # -- public -----------------------------------------------------------------------------
 
     def resolve(self, address: str, *, explain: bool = False) -> Resolution:
-        res = Resolution([], [] if explain else [])
+        res = Resolution([])
         self._explain = explain
         self._res = res
         try:

@@ -174,11 +174,10 @@ class PostroomSMTP(SMTP):
         await super().smtp_RCPT(rest if arg is not None else None)
 
     async def smtp_AUTH(self, arg: str) -> None:
-        if self.implicit_tls or self._tls_protocol is not None:
-            if self.event_handler.login_paused(self):
-                await self.push("454 4.7.0 Too many failed authentication attempts; "
-                                "try again later")
-                return
+        if self.encrypted and self.event_handler.login_paused(self):
+            await self.push("454 4.7.0 Too many failed authentication attempts; "
+                            "try again later")
+            return
         await super().smtp_AUTH(arg)
 
     # AUTH mechanisms: aiosmtpd's own call a synchronous authenticator; ours await the
