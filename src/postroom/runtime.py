@@ -21,13 +21,20 @@ class Runtime:
 
 
 def list_source(site: site_mod.Site) -> ListSource | None:
-    """The store's lists, when the store exists (SQLite file present or a database URL)."""
-    if not site.profile.database.url and not (site.home / "postroom.db").exists():
-        return None
-    try:
-        from postroom.store.lists import StoreLists
-    except ImportError:  # store not installed in this build
-        return None
+    """The store's lists, when the store exists (SQLite file present or a database URL).
+
+    The default SQLite store is read with the standard library: no ORM import, so
+    ``postroom verify`` starts fast. Other databases go through SQLAlchemy."""
+    if not site.profile.database.url:
+        path = site.home / "postroom.db"
+        if not path.exists():
+            return None
+        from postroom.store.listnames import ListNames, read_sqlite
+
+        rows = read_sqlite(path)
+        return ListNames(rows or (), site.local_domains)
+    from postroom.store.lists import StoreLists
+
     return StoreLists.load(site)
 
 

@@ -85,7 +85,9 @@ class Delivery:
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self.runner.run())
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.runner.flush)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, self.runner.flush)  # postroom queue flush
+        loop.add_signal_handler(signal.SIGUSR2, self.runner.wake.set)  # new local mail
 
     async def stop(self) -> None:
         from postroom.delivery import aclose_all

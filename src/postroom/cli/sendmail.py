@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(EX_USAGE)
             sys.exit(run_verify(site_dir, args.recipients))
         if args.mode == "print":
-            from postroom.cli.queue import print_queue
+            from postroom.cli.queue import queue
 
-            sys.exit(print_queue(site_dir))
+            queue.main(args=[], prog_name="postroom-sendmail -bp")  # exits
         sys.exit(submit(site_dir, args, sys.stdin.buffer.read()))
     except PostroomError as e:
         print(f"postroom-sendmail: {e}", file=sys.stderr)

@@ -14,7 +14,6 @@ domain, then the first domain in sort order.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from postroom.site import Site
 from postroom.store import ListExists, StoreValueError, UnknownList
 from postroom.store.db import engine_for, exists, explain, session, store_url
+from postroom.store.listnames import SERVICE_SUFFIXES, ListNames
 from postroom.store.models import LIST_NAME_MAX, MailingList
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ __all__ = [
     "split_list_address",
 ]
 
-SERVICE_SUFFIXES = ("-request", "-owner", "-bounces", "-join", "-leave", "-confirm")
 
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
@@ -58,20 +57,11 @@ class ListInfo:
         return f"{self.name}@{self.domain}"
 
 
-class StoreLists:
+class StoreLists(ListNames):
     """Every list of the store, read once; answers the resolver without touching the database.
 
     ``load`` again to see changes (``postroom reload`` builds a new runtime, which does).
     """
-
-    def __init__(self, lists: Iterable[tuple[str, str]], local_domains: Iterable[str]) -> None:
-        self.local_domains = frozenset(d.lower() for d in local_domains)
-        by_name: dict[str, list[str]] = {}
-        for name, domain in lists:
-            by_name.setdefault(name.lower(), []).append(domain.lower())
-        # preferred domain first: a local domain, then sort order
-        self._by_name = {name: sorted(domains, key=lambda d: (d not in self.local_domains, d))
-                         for name, domains in by_name.items()}
 
     @classmethod
     def load(cls, site: Site) -> StoreLists:
@@ -92,35 +82,6 @@ class StoreLists:
             raise explain(e, url) from e
         return cls([(r[0], r[1]) for r in rows], site.local_domains)
 
-    def __len__(self) -> int:
-        return sum(len(d) for d in self._by_name.values())
-
-    def lookup(self, local: str, domain: str) -> str | None:
-        local = local.lower()
-        domain = domain.lower().rstrip(".")
-        found = self._domain_of(local, domain)
-        if found is not None:
-            return f"{local}@{found}"
-        for suffix in SERVICE_SUFFIXES:
-            if local.endswith(suffix):
-                name = local[: -len(suffix)]
-                found = self._domain_of(name, domain)
-                if found is not None:
-                    return f"{name}{suffix}@{found}"
-        return None
-
-    def _domain_of(self, name: str, domain: str) -> str | None:
-        domains = self._by_name.get(name)
-        if not domains:
-            return None
-        if domain in domains:
-            return domain
-        if domain in self.local_domains:
-            return domains[0]
-        return None
-
-
-# -- administration ---------------------------------------------------------------------------
 
 def split_list_address(address: str, default_domain: str = "") -> tuple[str, str]:
     """``NAME@DOMAIN`` -> (name, domain), lower case; ``NAME`` alone takes default_domain."""

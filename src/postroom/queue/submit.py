@@ -1,0 +1,111 @@
+"""Local submission: what ``postroom-sendmail`` does with a message read from stdin.
+
+The recipients come from the command line, or with ``-t`` from the To, Cc and Bcc headers
+(Bcc is then removed). Each is resolved now: an address no map knows is reported and left
+out, as sendmail does; if none is left, nothing is queued. The message gets a Received
+line, and Message-ID, Date and From when it lacks them, then goes into the spool with the
+same durability as SMTP intake. A running server picks it up on its next queue run; with
+``queue flush`` (SIGUSR1) at once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import getpass
+import os
+import re
+
+from postroom import maillog
+from postroom.queue import accept, ids
+from postroom.runtime import build
+
+_ADDRESS_HEADERS = (b"to", b"cc", b"bcc")
+
+
+def _header_values(headers: bytes, names: tuple[bytes, ...]) -> list[str]:
+    """Unfolded values of the named header fields."""
+    unfolded = re.sub(rb"\r\n[ \t]+", b" ", headers)
+    out = []
+    for line in unfolded.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() in names:
+            out.append(value.strip().decode("utf-8", "replace"))
+    return out
+
+
+def _drop_header(data: bytes, name: bytes) -> bytes:
+    headers = accept.header_block(data)
+    body = data[len(headers):]
+    kept: list[bytes] = []
+    skipping = False
+    for line in headers.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and skipping:
+            continue
+        skipping = line.split(b":", 1)[0].strip().lower() == name
+        if not skipping:
+            kept.append(line)
+    return b"\r\n".join(kept) + body
+
+
+def submit_local(site_dir: str | None, sender: str, recipients: list[str], data: bytes, *,
+                 extract: bool = False,
+                 full_name: str | None = None) -> tuple[str | None, list[tuple[str, str]]]:
+    """Queue a locally submitted message; returns (queue id or None, refused addresses)."""
+    from postroom.queue.spool import Spool
+
+    rt = build(site_dir)
+    p = rt.site.profile
+    domain = p.site.domains[0]
+    if sender and "@" not in sender:
+        sender = f"{sender}@{domain}"
+    headers = accept.header_block(data)
+    wanted = list(recipients)
+    if extract:
+        for value in _header_values(headers, _ADDRESS_HEADERS):
+            wanted += [addr for _, addr in email.utils.getaddresses([value]) if addr]
+        data = _drop_header(data, b"bcc")
+    if not wanted:
+        raise ValueError("no recipients given (name them, or use -t to read the headers)")
+    taken, refused = [], []
+    for address in dict.fromkeys(wanted):
+        routes = rt.resolver.resolve(address).routes
+        bad = [r for r in routes if not r.deliverable]
+        if routes and len(bad) == len(routes):
+            refused.append((address, bad[0].text))
+            continue
+        taken.append(accept.make_recipient(address, routes))
+    if not taken:
+        return None, refused
+    queue_id = ids.new_id()
+    user = getpass.getuser()
+    trace = (f"Received: (from {user}@localhost, uid {os.getuid()})\r\n"
+             f"\tby {p.site.hostname} (postroom) with local id {queue_id};\r\n"
+             f"\t{email.utils.formatdate(localtime=True)}\r\n").encode()
+    extra = accept.missing_ids(data, p.site.hostname, queue_id)
+    if not accept.has_header(headers, b"from"):
+        shown = f"{full_name} <{sender}>" if full_name else f"<{sender}>"
+        extra += f"From: {shown}\r\n".encode()
+    message = trace + extra + data
+    env = accept.new_envelope(sender, taken, id=queue_id, protocol="local",
+                              client_addr="127.0.0.1", auth_user=user)
+    with Spool(rt.site.queue_dir) as spool:
+        spool.put_sync(env, message)
+    maillog.open_log(rt.site.log_path, p.site.hostname)
+    maillog.accepted(queue_id, sender, len(message), len(taken), "local", f"{user}@localhost")
+    maillog.close_log()
+    _poke_server(rt.site.state_dir)
+    return queue_id, refused
+
+
+def _poke_server(state_dir: os.PathLike[str]) -> None:
+    """Tell a running server that new mail is queued (SIGUSR2), so it is not late."""
+    import signal
+
+    from postroom.serve import pid_of
+
+    pid = pid_of(state_dir)  # type: ignore[arg-type]
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except OSError:
+            pass
