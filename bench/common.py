@@ -93,6 +93,11 @@ class ProcStat:
     child_ticks: int  # cutime + cstime (reaped children)
     rss_pages: int
 
+    @property
+    def rss(self) -> int:
+        """Resident set size in bytes."""
+        return self.rss_pages * PAGE_SIZE
+
 
 def read_stat(pid: int | str) -> ProcStat | None:
     try:

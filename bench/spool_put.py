@@ -15,9 +15,13 @@ Rows:
 
 Each cell is the median of ``--repeat`` runs: puts/s, per-put latency p50/p99, and "cpu ms":
 this process's CPU (user + system, all threads) per put. On a shared machine the rate swings
-with the neighbours; the CPU per put much less. Spools are kept until the end of the whole
-run, because on ext4 without a journal (this machine) freshly freed inodes make the next
-creates in that block group slower for a minute or more (``recently_deleted``).
+with the neighbours; the CPU per put much less.
+
+History matters on this machine (ext4 without a journal): for one to six minutes after
+inodes are freed, creating inodes near them costs up to 50 times more kernel CPU
+(``recently_deleted``). So spools are kept until the end of the whole run, and a run made
+right after another (or after a test run) is slower than one made on a quiet disk; "put +
+delete" is the steady state of a busy spool, where the spool reuses freed files instead.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from postroom.queue.envelope import Delivery, Envelope, Recipient
-from postroom.queue.spool import Spool
+from postroom.queue.spool import DEFAULT_WRITERS, Spool
 
 Result = tuple[float, list[float], float]  # puts/s, latencies (s), CPU ms per put
 
@@ -128,7 +132,8 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--writers", default="1,20,100", help="concurrent writers (asyncio tasks)")
-    ap.add_argument("--threads", default="16", help="Spool writer threads; a list compares")
+    ap.add_argument("--threads", default=str(DEFAULT_WRITERS),
+                    help="Spool writer threads; a list compares (default: the spool's)")
     ap.add_argument("--messages", type=int, default=3000, help="puts per run")
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell (median is shown)")

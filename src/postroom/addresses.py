@@ -15,6 +15,7 @@ from postroom.errors import AddressError
 # Characters that make a local part a relay trick when unquoted-looking.
 _TRICK_CHARS = frozenset("%!@")
 _FORBIDDEN = frozenset("\r\n\0<>")
+_PLAIN = frozenset('"%![')  # an address with none of these (and one @ at most) is no trick
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +76,21 @@ def parse(address: str, *, default_domain: str = "") -> Address:
         text = text[1:-1]
     if not text:
         raise AddressError("", "empty address")
-    if any(ch in _FORBIDDEN for ch in text):
+    if not _FORBIDDEN.isdisjoint(text):
         raise AddressError(repr(address), "control characters or angle brackets in address")
     if len(text) > 512:
         raise AddressError(address[:40] + "...", "address longer than 512 characters")
-    trick = relay_trick(text)
-    if trick:
-        raise AddressError(text, f"{trick} not accepted")
-    local, domain = split(text)
-    if "@" in text and (not local or not domain):
-        raise AddressError(text, "missing local part or domain")
-    if not domain:
-        domain = default_domain.lower()
+    if not _PLAIN.isdisjoint(text) or text.count("@") > 1 or text[0] == "@":  # maybe a trick
+        trick = relay_trick(text)
+        if trick:
+            raise AddressError(text, f"{trick} not accepted")
+    local, at, domain = text.rpartition("@")
+    if at:
+        if not local or not domain:
+            raise AddressError(text, "missing local part or domain")
+        domain = domain.lower()
+    else:
+        local, domain = text, default_domain.lower()
     if " " in local and not local.startswith('"'):
         raise AddressError(text, "unquoted space in local part")
     return Address(local, domain)

@@ -50,11 +50,12 @@ def tls_contexts(site: Site) -> dict[str, Any]:
 class Intake:
     reloader: Reloader
     sockets: list[tuple[Listener, socket.socket]]
-    on_queued: Callable[[str], None] | None = None
+    on_queued: Callable[[Any, bytes], None] | None = None
     handlers: list[Any] = field(default_factory=list)
     servers: list[asyncio.Server] = field(default_factory=list)
     spool: Any = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    _own_spool: bool = False
 
     async def start(self) -> None:
         from postroom.queue.spool import Spool
@@ -64,7 +65,9 @@ class Intake:
         site = self.reloader.current.site
         p = site.profile
         ctx = tls_contexts(site)["ctx"]
-        self.spool = Spool(site.queue_dir)
+        if self.spool is None:  # else the delivery side's spool, shared
+            self.spool = Spool(site.queue_dir)
+            self._own_spool = True
         loop = asyncio.get_running_loop()
         for listener, sock in self.sockets:
             handler = Handler(listener=listener, reloader=self.reloader, spool=self.spool,
@@ -133,7 +136,7 @@ class Intake:
             if not busy and not any(h.sessions for h in self.handlers):
                 break
             await asyncio.sleep(0.05)
-        if self.spool is not None:
+        if self._own_spool:
             await self.spool.aclose()
         self.stopped.set()
 

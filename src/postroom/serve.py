@@ -71,20 +71,25 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
 class Delivery:
     """The queue runner and its couriers, in whichever process runs them."""
 
-    def __init__(self, reloader: Reloader) -> None:
+    def __init__(self, reloader: Reloader, *, scan: bool = True,
+                 leave_fresh: bool = False) -> None:
         from postroom.delivery import couriers_for
         from postroom.queue.runner import QueueRunner
         from postroom.queue.spool import Spool
 
         site = reloader.current.site
         self.spool = Spool(site.queue_dir)
-        self.spool.recover()
+        if scan:
+            self.spool.recover()
         self.couriers = couriers_for(site)
-        self.runner = QueueRunner(reloader, self.spool, self.couriers)
+        self.runner = QueueRunner(reloader, self.spool, self.couriers, scan=scan,
+                                  leave_fresh=leave_fresh)
         self.task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    def start(self, *, signals: bool = True) -> None:
         self.task = asyncio.ensure_future(self.runner.run())
+        if not signals:
+            return
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR1, self.runner.flush)  # postroom queue flush
         loop.add_signal_handler(signal.SIGUSR2, self.runner.wake.set)  # new local mail
@@ -101,7 +106,7 @@ class Delivery:
 
 async def _single(reloader: Reloader, sockets: list[tuple[Listener, socket.socket]]) -> None:
     delivery = Delivery(reloader)
-    intake = Intake(reloader, sockets, on_queued=delivery.runner.notify)
+    intake = Intake(reloader, sockets, on_queued=delivery.runner.take, spool=delivery.spool)
     await intake.start()
     intake.install_signals()
     delivery.start()
@@ -109,45 +114,30 @@ async def _single(reloader: Reloader, sockets: list[tuple[Listener, socket.socke
     await delivery.stop()
 
 
-async def _intake_only(reloader: Reloader, sockets: list[tuple[Listener, socket.socket]],
-                       wake_fd: int) -> None:
-    """A worker: intake only; each queued message pokes the master's runner."""
-
-    def poke(_qid: str) -> None:
-        try:
-            os.write(wake_fd, b"!")
-        except BlockingIOError:
-            pass  # the master has plenty of pokes pending already
-
-    intake = Intake(reloader, sockets, on_queued=poke)
+async def _intake_only(reloader: Reloader,
+                       sockets: list[tuple[Listener, socket.socket]]) -> None:
+    """A worker: intake, and the first delivery attempt of what it took in (from memory,
+    on the same core). Retries are the master's."""
+    delivery = Delivery(reloader, scan=False)
+    intake = Intake(reloader, sockets, on_queued=delivery.runner.take, spool=delivery.spool)
     await intake.start()
     intake.install_signals()
+    delivery.start(signals=False)
     await intake.wait()
+    await delivery.stop()
 
 
 async def _master(site_dir: str, sockets: list[tuple[Listener, socket.socket]], count: int,
                   reloader: Reloader) -> None:
     fds = {lst.name: sock.fileno() for lst, sock in sockets}
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    argv = [sys.executable, "-m", "postroom.worker", "--site", site_dir, "--wake-fd",
-            str(wake_w)]
+    argv = [sys.executable, "-m", "postroom.worker", "--site", site_dir]
     for name, fd in fds.items():
         argv += ["--listener", f"{name}={fd}"]
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, pass_fds=[*fds.values(), wake_w])
+        return subprocess.Popen(argv, pass_fds=list(fds.values()))
 
-    delivery = Delivery(reloader)
-
-    def woken() -> None:
-        try:
-            while os.read(wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        delivery.runner.wake.set()
+    delivery = Delivery(reloader, leave_fresh=True)  # retries and leftovers
 
     procs = [spawn() for _ in range(count)]
     stopping = asyncio.Event()
@@ -170,7 +160,6 @@ async def _master(site_dir: str, sockets: list[tuple[Listener, socket.socket]], 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
-    loop.add_reader(wake_r, woken)
     delivery.start()
     while not stopping.is_set():
         for i, proc in enumerate(procs):
@@ -188,7 +177,6 @@ async def _master(site_dir: str, sockets: list[tuple[Listener, socket.socket]], 
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
-    loop.remove_reader(wake_r)
     await delivery.stop()
 
 
@@ -199,7 +187,6 @@ def worker_main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="postroom-worker")
     ap.add_argument("--site", required=True)
     ap.add_argument("--listener", action="append", default=[])
-    ap.add_argument("--wake-fd", type=int, required=True)
     args = ap.parse_args(argv)
     reloader = Reloader(args.site)
     site = reloader.current.site
@@ -212,7 +199,7 @@ def worker_main(argv: list[str]) -> None:
         sock.setblocking(False)
         sockets.append((by_name[name], sock))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides; SIGTERM drains
-    _event_loop_run(_intake_only(reloader, sockets, args.wake_fd))
+    _event_loop_run(_intake_only(reloader, sockets))
 
 
 def pid_of(state_dir: Path) -> int | None:

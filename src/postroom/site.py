@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import time
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from postroom.errors import ConfigError
 
 PROFILE_NAME = "postroom.toml"
+QUIESCENT_RECHECK = 0.1  # seconds: `postroom quiesce` takes effect within this
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -195,6 +197,8 @@ class Site:
     def __init__(self, home: Path, profile: Profile) -> None:
         self.home = home
         self.profile = profile
+        self._quiescent_checked = -1.0
+        self._quiescent_flag = False
 
     @property
     def profile_path(self) -> Path:
@@ -226,8 +230,22 @@ class Site:
 
     @property
     def quiescent(self) -> bool:
-        """Quiescent by profile or by ``postroom quiesce`` (a flag file that survives restarts)."""
-        return self.profile.site.quiescent or (self.state_dir / "quiescent").exists()
+        """Quiescent by profile or by ``postroom quiesce`` (a flag file that survives restarts).
+
+        The flag file is looked at no more than every QUIESCENT_RECHECK seconds: intake asks
+        on every connection and transaction, and a stat per ask was a measurable cost."""
+        if self.profile.site.quiescent:
+            return True
+        if time.monotonic() - self._quiescent_checked >= QUIESCENT_RECHECK:
+            return self.quiescent_now()
+        return self._quiescent_flag
+
+    def quiescent_now(self) -> bool:
+        """Look at the flag file now (a new connection is refused without delay)."""
+        self._quiescent_flag = (self.profile.site.quiescent
+                                or (self.state_dir / "quiescent").exists())
+        self._quiescent_checked = time.monotonic()
+        return self._quiescent_flag
 
     @property
     def local_domains(self) -> frozenset[str]:

@@ -33,7 +33,7 @@ from postroom.queue.spool import Spool
 def message(tag: str, counter: int) -> bytes:
     head = (f"Received: from child-{tag} by test; id {counter}\r\n"
             f"Message-Id: <{tag}.{counter}@test>\r\nSubject: message {counter}\r\n\r\n").encode()
-    seed = hashlib.sha256(f"{tag}:{counter}".encode()).digest()  # every byte value, varied size
+    seed = hashlib.sha256(f"{tag}:{counter}".encode()).digest()  # binary bytes, varied size
     return head + seed * (counter * 37 % 300)
 
 

@@ -16,7 +16,7 @@ import pytest
 from postroom.errors import EX_NOUSER, QueueError
 from postroom.queue import ids
 from postroom.queue import spool as spool_mod
-from postroom.queue.envelope import RcptState
+from postroom.queue.envelope import Envelope, RcptState
 from postroom.queue.spool import CorruptEnvelope, Spool, UnknownMessage
 from tests.queue.helpers import child, files_under
 from tests.queue.spool_child import envelope, message
@@ -489,3 +489,22 @@ def test_missing_message_file_is_quarantined_on_read(spool: Spool, root: Path) -
     with pytest.raises(CorruptEnvelope, match="message file is missing"):
         spool.read_message(qid)
     assert spool.ids() == [] and (root / "corrupt" / f"{qid}.env").exists()
+
+
+def test_modify_under_the_lock(spool: Spool) -> None:
+    qid = spool.put_sync(envelope("y", 1), message("y", 1))
+
+    def bump(env: Envelope) -> bool:
+        env.recipients[0].deliveries[0].tries += 1
+        return True
+
+    threads = [threading.Thread(target=lambda: [spool.modify(qid, bump) for _ in range(10)])
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert spool.load(qid).recipients[0].deliveries[0].tries == 40  # no update lost
+    before = spool.envelope_path(qid).stat().st_ino
+    assert spool.modify(qid, lambda env: False).recipients[0].deliveries[0].tries == 40
+    assert spool.envelope_path(qid).stat().st_ino == before  # nothing written

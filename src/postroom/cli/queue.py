@@ -119,16 +119,17 @@ def flush(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> No
     changed = 0
     with Spool(site.queue_dir) as spool:
 
-        def reschedule(qid: str) -> None:
+        def now(envelope: Envelope) -> bool:
             nonlocal changed
-            envelope = spool.load(qid)
             due = [d for d in envelope.deliveries
                    if d.state == RcptState.DEFERRED and d.next_attempt != 0]
             for d in due:
                 d.next_attempt = 0.0
-            if due:
-                spool.update(envelope)
-                changed += 1
+            changed += bool(due)
+            return bool(due)
+
+        def reschedule(qid: str) -> None:
+            spool.modify(qid, now)
 
         if qids:
             failed = _each(qids, reschedule, None, exit_on_error=False)

@@ -16,8 +16,11 @@ reason. An unexpected error while handling a message leaves it queued and retrie
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import time
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +35,53 @@ if TYPE_CHECKING:
     from postroom.runtime import Reloader
 
 log = logging.getLogger("postroom.runner")
+FRESH_SECONDS = 30.0
+
+
+class Claims:
+    """Which process is delivering which message, across the processes of one server.
+
+    One byte of ``queue/claims`` per message (at an offset hashed from its ID) carries a
+    POSIX record lock while a runner works on the message; the kernel drops it if the
+    process dies. (The spool's own flock on the message file is for short changes and
+    must stay free meanwhile, so a claim cannot be a flock on that file.) Two IDs that
+    hash alike only make one of them wait for the next round. Record locks do not conflict
+    inside one process: there the runner's ``inflight`` table does the job.
+    """
+
+    def __init__(self, queue_dir: os.PathLike[str]) -> None:
+        self.fd = os.open(os.path.join(queue_dir, "claims"), os.O_RDWR | os.O_CREAT, 0o600)
+
+    @staticmethod
+    def _offset(qid: str) -> int:
+        return zlib.crc32(qid.encode()) & 0x7FFFFFFF
+
+    def take(self, qid: str) -> bool:
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(qid))
+        except OSError:
+            return False
+        return True
+
+    def release(self, qid: str) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self._offset(qid))
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class QueueRunner:
     def __init__(self, reloader: Reloader, spool: Spool, couriers: dict[str, Courier],
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, clock: Callable[[], float] = time.time, scan: bool = True,
+                 leave_fresh: bool = False) -> None:
+        """``scan``: look through the whole spool every run_interval (the master); without
+        it the runner only delivers what ``take`` hands it (an intake process).
+        ``leave_fresh``: leave messages younger than FRESH_SECONDS that nobody has tried yet
+        to the intake process that took them in."""
+        self.scan = scan
+        self.leave_fresh = leave_fresh
+        self.claims = Claims(spool.root)
+        self.preloaded: dict[str, tuple[Envelope, bytes]] = {}
         self.reloader = reloader
         self.spool = spool
         self.couriers = couriers
@@ -44,6 +89,7 @@ class QueueRunner:
         self.due: dict[str, float] = {}      # queue id -> when to look at it again
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
+        self.fresh: set[str] = set()         # just queued: look at these without a scan
         self._stop = False
         self._dest_limits: dict[tuple[str, str], asyncio.Semaphore] = {}
         q = reloader.current.site.profile.queue
@@ -55,9 +101,15 @@ class QueueRunner:
 
     # -- triggers -------------------------------------------------------------------------
 
+    def take(self, env: Envelope, message: bytes) -> None:
+        """Intake just queued this message: deliver it now, from memory."""
+        self.preloaded[env.id] = (env, message)
+        self.notify(env.id)
+
     def notify(self, qid: str) -> None:
-        """A message was just queued: look at it now."""
+        """A message was just queued: look at it now (no directory scan needed)."""
         self.due[qid] = 0.0
+        self.fresh.add(qid)
         self.wake.set()
 
     def flush(self) -> None:
@@ -72,15 +124,24 @@ class QueueRunner:
     # -- the loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Scan the spool every ``run_interval``; between scans, start on messages the
+        intake announced (``notify``) at once."""
         interval = self.site.profile.queue.run_interval
+        last_scan = -interval
         while not self._stop:
             try:
-                await self.run_once()
+                if self.scan and (self._flush or time.monotonic() - last_scan >= interval):
+                    last_scan = time.monotonic()
+                    await self.run_once()
+                elif self.fresh and not self.site.quiescent:
+                    fresh, self.fresh = self.fresh, set()
+                    self._start(sorted(fresh), self.clock(), flush=False)
             except Exception:  # never let the runner die: log, wait, go on
                 log.exception("queue run failed")
             self.wake.clear()
+            wait = max(0.0, interval - (time.monotonic() - last_scan)) if self.scan else 3600
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+                await asyncio.wait_for(self.wake.wait(), timeout=wait)
             except TimeoutError:
                 pass
 
@@ -89,17 +150,21 @@ class QueueRunner:
         self.wake.set()
         if self.inflight:
             await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+        self.claims.close()
 
     async def run_once(self) -> list[asyncio.Task[None]]:
         """Start work on every due message; returns the tasks (tests await them)."""
-        if self.site.quiescent:
+        if self.site.quiescent_now():
             return []
         ids = await asyncio.to_thread(self.spool.ids, False)
         present = set(ids)
         for qid in [q for q in self.due if q not in present]:
             del self.due[qid]
-        now = self.clock()
         flush, self._flush = self._flush, False
+        self.fresh.clear()
+        return self._start(ids, self.clock(), flush=flush)
+
+    def _start(self, ids: list[str], now: float, *, flush: bool) -> list[asyncio.Task[None]]:
         tasks = []
         for qid in ids:
             if qid in self.inflight or self.due.get(qid, 0.0) > now:
@@ -123,12 +188,19 @@ class QueueRunner:
     async def _process(self, qid: str, flush: bool) -> None:
         from postroom.queue.spool import UnknownMessage
 
+        if not self.claims.take(qid):  # another process is delivering it right now
+            self.preloaded.pop(qid, None)
+            self.due[qid] = self.clock() + 5
+            return
         try:
-            env = await asyncio.to_thread(self.spool.load, qid)
+            env, message = await asyncio.to_thread(self._read, qid)
             if env.held:
                 self.due.pop(qid, None)
                 return
-            message = await asyncio.to_thread(self.spool.read_message, qid)
+            if (self.leave_fresh and self.clock() - env.arrival < FRESH_SECONDS
+                    and not any(d.tries for d in env.deliveries)):
+                self.due[qid] = env.arrival + FRESH_SECONDS  # its intake process has it
+                return
             now = self.clock()
             groups: dict[tuple[str, str], list[Delivery]] = {}
             for d in env.deliveries:
@@ -144,6 +216,15 @@ class QueueRunner:
         except Exception:
             log.exception("%s: delivery round failed; will retry", qid)
             self.due[qid] = self.clock() + 60
+        finally:
+            self.claims.release(qid)
+
+    def _read(self, qid: str) -> tuple[Envelope, bytes]:
+        pre = self.preloaded.pop(qid, None)
+        if pre is not None and self.clock() - pre[0].arrival < FRESH_SECONDS:
+            return pre  # nobody else may have touched it yet: see leave_fresh
+        env = self.spool.load(qid)
+        return env, (b"" if env.held else self.spool.read_message(qid))
 
     async def _deliver(self, env: Envelope, message: bytes, key: tuple[str, str],
                        deliveries: list[Delivery]) -> list[Attempt]:

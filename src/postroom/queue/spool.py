@@ -70,11 +70,12 @@ serialises every fsync and stalls every session; a single writer thread would se
 file fsyncs the device can overlap; an append-only segment log would save the inodes and most
 fsyncs, but turns per-recipient updates, hold and salvage into a compactor's job.
 
-Measured with ``bench/spool_put.py`` (4 KiB messages, load average 6-11 from neighbours, so
-take the ranges): Spool.put does about 800-900 puts/s with one writer, and 1,650-1,950
-with 20 or 100 writers, at about 0.5 ms of CPU per put (Python about 0.3 of it); raw
-create+fsync from as many threads reaches 7,500-7,900/s in the same runs, so the spool is
-CPU-bound here, not disk-bound.
+Measured with ``bench/spool_put.py`` (4 KiB messages; neighbours kept the load average at
+2-11, so take the ranges): Spool.put does about 800-900 puts/s with one writer and
+1,650-2,000 with 20 or 100 writers, at about 0.5 ms of CPU per put (Python about 0.3 of
+it); put + delete, the steady state, about 1,050 messages/s at 0.9 ms. Raw create+fsync
+from as many threads reaches 6,700-8,900/s in the same runs: the spool is CPU-bound here,
+not disk-bound.
 
 Processes. Several processes may use one spool at once (intake workers, the queue runner,
 ``postroom queue``, ``postroom-sendmail``): IDs carry the process ID (``ids.py``) and are
@@ -99,7 +100,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -511,23 +512,43 @@ class Spool:
         it from a thread in async code."""
         qid = envelope.id
         with self._locked(qid):
-            state = self._state(qid, locked=True)
-            staged = self.tmp_dir / f"{qid}.{os.getpid()}.{threading.get_ident()}{ENV_SUFFIX}"
-            current = self._env(state, qid)
-            spare = None
+            self._replace(envelope, self._state(qid, locked=True))
+
+    def modify(self, qid: str, change: Callable[[Envelope], bool]) -> Envelope:
+        """Load the envelope, let ``change`` edit it and, if it returns True, store it, all
+        under the message's lock: for commands that edit a message the runner may be
+        updating (a plain load + update could write back an older state over the
+        runner's)."""
+        with self._locked(qid):
+            state, raw = self._read_env(qid, locked=True)
             try:
-                self._write_new(staged, envelope.to_json())
-                spare = self._pool.give(current, link=True)  # keep the old file for reuse
-                os.rename(staged, current)
-            except (OSError, ValueError) as e:
-                _unlink(staged)
-                if spare is not None:
-                    _unlink(self._pool.free_dir / spare)
-                what = _describe(e) if isinstance(e, OSError) else f"bad envelope: {e}"
-                raise QueueError(f"{qid}: cannot update the envelope: {what}") from e
+                envelope = _parse(raw)
+            except ValueError as e:
+                raise CorruptEnvelope(qid, str(e), self._quarantine(qid, state)) from None
+            envelope.id, envelope.held = qid, state == HOLD
+            if change(envelope):
+                self._replace(envelope, state)
+            return envelope
+
+    def _replace(self, envelope: Envelope, state: str) -> None:
+        """Write a new envelope file over the old one; the caller holds the lock."""
+        qid = envelope.id
+        staged = self.tmp_dir / f"{qid}.{os.getpid()}.{threading.get_ident()}{ENV_SUFFIX}"
+        current = self._env(state, qid)
+        spare = None
+        try:
+            self._write_new(staged, envelope.to_json())
+            spare = self._pool.give(current, link=True)  # keep the old file for reuse
+            os.rename(staged, current)
+        except (OSError, ValueError) as e:
+            _unlink(staged)
             if spare is not None:
-                self._pool.register(spare)
-            self._sync_dirs(state, what=f"{qid}: envelope updated but")
+                _unlink(self._pool.free_dir / spare)
+            what = _describe(e) if isinstance(e, OSError) else f"bad envelope: {e}"
+            raise QueueError(f"{qid}: cannot update the envelope: {what}") from e
+        if spare is not None:
+            self._pool.register(spare)
+        self._sync_dirs(state, what=f"{qid}: envelope updated but")
 
     def hold(self, qid: str) -> None:
         """Stop delivery of a message until ``release``; holding a held message is a no-op."""

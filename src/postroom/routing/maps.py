@@ -141,7 +141,7 @@ def read_aliases(path: Path, *, fold_case: bool = True) -> Map:
                 raise MapError(str(path), no, "missing ':' after the alias name; "
                                "write 'name: target, target'")
             name = name.strip()
-            if not name or any(c.isspace() for c in name):
+            if not name or len(name.split()) != 1:
                 raise MapError(str(path), no, f"bad alias name {name!r}; names have no spaces "
                                "unless quoted")
         try:

@@ -102,6 +102,8 @@ class Resolver:
         self._virtual = _merge(maps.virtusertable)
         self._mailertable = _merge(maps.mailertable)
         self._local = _merge(maps.local_users)
+        self._virtual_domains = frozenset(k.rpartition("@")[2] for k in self._virtual)
+        self._parsed: dict[str, addresses.Address | AddressError] = {}
 
     # -- public -----------------------------------------------------------------------------
 
@@ -146,7 +148,8 @@ class Resolver:
             self._emit(error_route(display, 554, "5.4.6", "Too many alias hops (loop?)"))
             return
         if domain in self.local_domains or domain in self.hosted_domains:
-            if self._virtual and self._virtusertable(display, local, domain, depth, path):
+            if domain in self._virtual_domains and self._virtusertable(display, local, domain,
+                                                                        depth, path):
                 return
             if domain not in self.local_domains:
                 self._note(depth, f"{display}: no virtusertable entry for hosted domain {domain}")
@@ -174,7 +177,7 @@ class Resolver:
             target = (value.replace("%1", bare_local)
                       .replace("%2", detail or "")
                       .replace("%3", f"{self.detail_sep}{detail}" if detail else ""))
-            self._note(depth, f"{display}: virtusertable {where}: {key} -> {target}")
+            self._note(depth, f"{display}: virtusertable {_where(where)}: {key} -> {target}")
             if target.startswith("error:"):
                 e = parse_error(target)
                 self._emit(error_route(display, e.code, e.status, e.text))
@@ -222,8 +225,9 @@ class Resolver:
                 if hit is None:
                     continue
                 targets, where = hit
-                self._note(depth, f"{display}: {source} {where}: {key} -> "
-                           f"{', '.join(targets)}")  # type: ignore[arg-type]
+                if self._explain:
+                    self._note(depth, f"{display}: {source} {_where(where)}: {key} -> "
+                               f"{', '.join(targets)}")  # type: ignore[arg-type]
                 inner = (*path, key)
                 for t in targets:  # type: ignore[attr-defined]
                     self._target(t, depth + 1, inner)
@@ -232,14 +236,16 @@ class Resolver:
                 list_address = self.lists.lookup(key, domain)
                 if list_address is None:
                     continue
-                self._note(depth, f"{display}: list {list_address}")
+                if self._explain:
+                    self._note(depth, f"{display}: list {list_address}")
                 self._emit(Route("list", "", list_address, display))
                 return True
             if source == "local":
                 hit = self._local.get(key)
                 if hit is None:
                     continue
-                self._note(depth, f"{display}: local user {hit[1]}: {key}")
+                if self._explain:
+                    self._note(depth, f"{display}: local user {_where(hit[1])}: {key}")
                 self._emit(Route("local", "", key, display))
                 return True
         return False
@@ -270,11 +276,17 @@ class Resolver:
             name = bare[1:]
             self._local_name(name, name, depth, path, self.primary, no_alias=True)
             return
-        try:
-            parsed = addresses.parse(bare, default_domain=self.primary)
-        except AddressError as e:
-            self._note(depth, f"{bare}: {e}")
-            self._emit(error_route(bare, 553, "5.1.3", e.reason))
+        parsed = self._parsed.get(bare)
+        if parsed is None:  # map targets repeat: parse each once
+            try:
+                parsed = addresses.parse(bare, default_domain=self.primary)
+            except AddressError as e:
+                parsed = e
+            if len(self._parsed) < 1_000_000:
+                self._parsed[bare] = parsed
+        if isinstance(parsed, AddressError):
+            self._note(depth, f"{bare}: {parsed}")
+            self._emit(error_route(bare, 553, "5.1.3", parsed.reason))
             return
         self._address(bare, parsed.local, parsed.domain, depth, path)
 
@@ -283,8 +295,9 @@ class Resolver:
         hit = self._mailer_for(domain)
         if hit is not None:
             (value, where), key = hit
-            mailer, _, host = value.partition(":")
-            self._note(depth, f"{display}: mailertable {where}: {key} -> {value}")
+            mailer, _, host = value.partition(":")  # type: ignore[attr-defined]
+            if self._explain:
+                self._note(depth, f"{display}: mailertable {_where(where)}: {key} -> {value}")
             if mailer == "error":
                 e: ErrorTarget = parse_error(value)
                 self._emit(error_route(display, e.code, e.status, e.text))
@@ -297,10 +310,11 @@ class Resolver:
             self._note(depth, f"{display}: smart host {self.smart_host}")
             self._emit(Route("relay", self.smart_host, user, display))
             return
-        self._note(depth, f"{display}: MX lookup for {domain} at delivery time")
+        if self._explain:
+            self._note(depth, f"{display}: MX lookup for {domain} at delivery time")
         self._emit(Route("esmtp", domain, user, display))
 
-    def _mailer_for(self, domain: str) -> tuple[tuple[object, _Where], str] | None:
+    def _mailer_for(self, domain: str) -> tuple[tuple[object, object], str] | None:
         table = self._mailertable
         if not table:
             return None
@@ -317,19 +331,18 @@ class Resolver:
         return (hit, ".") if hit is not None else None
 
 
-class _Where(NamedTuple):
-    file: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
-
-
-def _merge(group: list[Map]) -> dict[str, tuple[object, _Where]]:
-    """Merge maps, first file wins; values carry file and line for --explain."""
-    merged: dict[str, tuple[object, _Where]] = {}
+def _merge(group: list[Map]) -> dict[str, tuple[object, str]]:
+    """Merge maps, first file wins. Values carry "file:line" for --explain; the string is
+    built once per file and line *number* pair lazily would cost a lookup, so it is a plain
+    tuple here and joined only when explained (see ``_where``)."""
+    merged: dict[str, tuple[object, str]] = {}
     for m in reversed(group):
         file = m.file
-        for key, (value, line) in m.entries.items():
-            merged[key] = (value, _Where(file, line))
+        merged.update({key: (value, (file, line))  # type: ignore[misc]
+                       for key, (value, line) in m.entries.items()})
     return merged
+
+
+def _where(where: object) -> str:
+    file, line = where  # type: ignore[misc]
+    return f"{file}:{line}"

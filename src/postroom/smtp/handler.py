@@ -17,7 +17,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import AuthResult, LoginPassword, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from postroom import maillog
 from postroom.errors import QueueError
@@ -27,6 +28,7 @@ from postroom.smtp.auth import Authenticator, FailureLimiter
 from postroom.smtp.policy import ClientClass, Networks
 
 if TYPE_CHECKING:
+    from postroom.queue.envelope import Envelope
     from postroom.queue.spool import Spool
     from postroom.runtime import Reloader
     from postroom.smtp.server import PostroomSMTP
@@ -39,7 +41,7 @@ class Handler:
     """Shared by every session of one listener."""
 
     def __init__(self, *, listener: Any, reloader: Reloader, spool: Spool,
-                 on_queued: Callable[[str], None] | None = None) -> None:
+                 on_queued: Callable[[Envelope, bytes], None] | None = None) -> None:
         self.listener = listener
         self.role: str = listener.role
         self.reloader = reloader
@@ -75,8 +77,8 @@ class Handler:
         ip, cls = self.client_of(server)
         if self.draining:
             return "421 4.3.2 Service shutting down, closing transmission channel"
-        reply = policy.connect_reply(self.role, cls, self.site.quiescent, self.site.profile.site
-                                     .hostname)
+        reply = policy.connect_reply(self.role, cls, self.site.quiescent_now(),
+                                     self.site.profile.site.hostname)
         if reply:
             maillog.rejected("CONNECT", f"[{ip}]", reply)
         return reply
@@ -106,7 +108,7 @@ class Handler:
 
     # -- hooks ----------------------------------------------------------------------------
 
-    async def handle_EHLO(self, server: PostroomSMTP, session: Session, envelope: Envelope,
+    async def handle_EHLO(self, server: PostroomSMTP, session: Session, envelope: SmtpEnvelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         out = [r for r in responses[:-1]
@@ -114,12 +116,12 @@ class Handler:
         out += ["250-PIPELINING", "250-DSN", "250 ENHANCEDSTATUSCODES"]
         return out
 
-    async def handle_HELO(self, server: PostroomSMTP, session: Session, envelope: Envelope,
+    async def handle_HELO(self, server: PostroomSMTP, session: Session, envelope: SmtpEnvelope,
                           hostname: str) -> str:
         session.host_name = hostname
         return f"250 {server.hostname}"
 
-    async def handle_MAIL(self, server: PostroomSMTP, session: Session, envelope: Envelope,
+    async def handle_MAIL(self, server: PostroomSMTP, session: Session, envelope: SmtpEnvelope,
                           address: str, options: list[str]) -> str:
         if self.site.quiescent:
             return policy.QUIESCENT_REPLY
@@ -139,7 +141,7 @@ class Handler:
         envelope.rcpt_dsn = []  # type: ignore[attr-defined]
         return "250 2.1.0 Sender OK"
 
-    async def handle_RCPT(self, server: PostroomSMTP, session: Session, envelope: Envelope,
+    async def handle_RCPT(self, server: PostroomSMTP, session: Session, envelope: SmtpEnvelope,
                           address: str, options: list[str]) -> str:
         relay = self._relay(server)
         trick = policy.trick_reply(address)
@@ -172,7 +174,7 @@ class Handler:
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: PostroomSMTP, session: Session,
-                          envelope: Envelope) -> str:
+                          envelope: SmtpEnvelope) -> str:
         site = self.site
         p = site.profile
         relay = self._relay(server)
@@ -233,7 +235,7 @@ class Handler:
         maillog.accepted(queue_id, env.sender, len(message), len(rcpts), proto, relay,
                          auth=login, tls=tls)
         if self.on_queued is not None:
-            self.on_queued(queue_id)
+            self.on_queued(env, message)
         if self.draining:
             server.loop.call_soon(self._close_after_reply, server)
         return f"250 2.0.0 Ok: queued as {queue_id}"

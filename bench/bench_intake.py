@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""postroom against Postfix, in the same run, with Postfix's own load tools.
+
+    .venv/bin/python bench/bench_intake.py [--runs 3] [--messages 5000] [--skip-postfix]
+
+For each server (postroom, then the Postfix reference of bench/postfix_reference.py), both
+relaying everything to one ``smtp-sink`` on 127.0.0.1:
+
+- accept: ``smtp-source -s 20 -m N -l 4096`` (a new connection per message) -> msg/s until
+  every message got its 250 (the server fsyncs before each 250);
+- e2e: msg/s until the server's queue is empty and the sink has every message;
+- the same with ``-r 10`` (10 recipients per message).
+
+For postroom also: peak RSS of the server tree, RSS with 1,000 idle connections, and one
+message with 10,000 recipients for one destination (time until all are handed over).
+Results go to bench/results/intake.json; docs/performance.md quotes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from postfix_reference import PostfixReference  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTROOM = str(ROOT / ".venv/bin/postroom")
+
+PROFILE = """\
+[site]
+hostname = "bench.example.org"
+domains = ["bench.example.org"]
+
+[maps]
+mailertable = ["maps/mailertable"]
+
+[networks]
+relay = ["127.0.0.0/8"]
+
+[[listeners]]
+name = "mx"
+role = "mx"
+address = "127.0.0.1"
+port = {port}
+
+[limits]
+recipients = 20000
+
+[queue]
+run_interval = "1s"
+concurrency = 40
+destination_concurrency = 20
+
+[dns]
+nameservers = ["127.0.0.1:9"]   # never asked: every route is an IP literal
+
+[smtp]
+workers = {workers}
+"""
+
+
+class Postroom:
+    def __init__(self, sink_port: int, workers: int) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="postroom-bench-"))
+        self.port = common.free_port()
+        (self.dir / "maps").mkdir()
+        (self.dir / "postroom.toml").write_text(PROFILE.format(port=self.port, workers=workers))
+        (self.dir / "maps/mailertable").write_text(f". esmtp:[127.0.0.1]:{sink_port}\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> int:
+        self.proc = subprocess.Popen([POSTROOM, "serve", "--site", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not common.wait_listening(self.port, timeout=20):
+            raise RuntimeError("postroom did not start")
+        time.sleep(1.0)  # let the intake processes come up
+        return self.port
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def queued(self) -> int:
+        active = self.dir / "queue/active"
+        return sum(1 for _ in os.scandir(active)) if active.exists() else 0
+
+    def wait_queue_empty(self, timeout: float = 600) -> float | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.queued() == 0:
+                return time.perf_counter()
+            time.sleep(0.01)
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        subprocess.run(["rm", "-rf", str(self.dir)], check=False)
+
+
+def one_run(kind: str, rcpts: int, messages: int, workers: int) -> dict[str, Any]:
+    with common.SmtpSink() as sink:
+        server: Any = Postroom(sink.port, workers) if kind == "postroom" else PostfixReference()
+        try:
+            port = server.start() if kind == "postroom" else server.start(sink.port)
+            if kind == "postfix":
+                time.sleep(0.5)
+            common.quiet_gate(timeout_s=30)
+            trees = {"server": server.pid if kind == "postroom" else server.master_pid()}
+            with common.ProcessSampler(trees) as sampler:
+                res = common.run_smtp_source(port, messages, rcpts=rcpts)
+                sampler.mark("accepted")
+                done = server.wait_queue_empty()
+                sampler.mark("empty")
+            expected = messages
+            end = time.monotonic() + 60
+            while sink.messages() < expected and time.monotonic() < end:
+                time.sleep(0.05)
+            e2e = (done - res["t_start"]) if done else None
+            win = sampler.window("start", "empty")
+            return {
+                "accept_msgs_per_s": res["msgs_per_s"],
+                "e2e_msgs_per_s": round(messages / e2e, 1) if e2e else None,
+                "sink_messages": sink.messages(),
+                "server_cpu_pct": win["cpu_pct"]["server"],
+                "box_cpu_pct": win.get("box_cpu_pct"),
+                "foreign_cpu_pct": win.get("foreign_cpu_pct"),
+                "peak_rss_mb": round(sampler.peak_rss.get("server", 0) / 2**20, 1),
+                "source_cpu_pct": res["source_cpu_pct"],
+                "command": res["command"],
+            }
+        finally:
+            server.stop()
+
+
+def idle_connections(count: int, workers: int) -> dict[str, Any]:
+    """RSS of the postroom tree before and with ``count`` idle (greeted) connections."""
+    with common.SmtpSink() as sink:
+        pr = Postroom(sink.port, workers)
+        try:
+            port = pr.start()
+            stats = common.all_stats()
+            base = sum(p.rss for p in common.tree_of([pr.pid], stats))
+            socks = []
+            for _ in range(count):
+                s = socket.create_connection(("127.0.0.1", port), timeout=30)
+                socks.append(s)
+            for s in socks:
+                s.recv(512)  # the greeting: the session exists
+            time.sleep(1)
+            stats = common.all_stats()
+            loaded = sum(p.rss for p in common.tree_of([pr.pid], stats))
+            for s in socks:
+                s.close()
+            return {"connections": count, "rss_mb_before": round(base / 2**20, 1),
+                    "rss_mb_with_idle": round(loaded / 2**20, 1),
+                    "kb_per_connection": round((loaded - base) / count / 1024, 1)}
+        finally:
+            pr.stop()
+
+
+def big_message(recipients: int, workers: int) -> dict[str, Any]:
+    """One message with ``recipients`` recipients for one destination: time to hand over."""
+    with common.SmtpSink() as sink:
+        pr = Postroom(sink.port, workers)
+        try:
+            port = pr.start()
+            rcpts = [f"u{i:05d}@example.test" for i in range(recipients)]
+            body = b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 50
+            t0 = time.perf_counter()
+            with smtplib.SMTP("127.0.0.1", port, timeout=300) as c:
+                c.sendmail("a@example.test", rcpts, body)
+            t1 = time.perf_counter()
+            done = pr.wait_queue_empty()
+            assert done is not None
+            return {"recipients": recipients, "accept_s": round(t1 - t0, 2),
+                    "handover_s": round(done - t1, 2),
+                    "rcpts_per_s": round(recipients / (done - t1), 0),
+                    "sink_transactions": sink.messages()}
+        finally:
+            pr.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--messages", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--skip-postfix", action="store_true")
+    ap.add_argument("--only", choices=["accept", "idle", "big"], default=None)
+    args = ap.parse_args(argv)
+    results: dict[str, Any] = {"machine": common.machine_info(), "argv": sys.argv}
+    if args.only in (None, "accept"):
+        for rcpts in (1, 10):
+            for kind in ("postroom", "postfix"):
+                if kind == "postfix" and args.skip_postfix:
+                    continue
+                runs = [one_run(kind, rcpts, args.messages, args.workers)
+                        for _ in range(args.runs)]
+                key = f"{kind}_r{rcpts}"
+                results[key] = {"runs": runs,
+                                "accept_median": common.median_of(
+                                    [r["accept_msgs_per_s"] for r in runs]),
+                                "e2e_median": common.median_of(
+                                    [r["e2e_msgs_per_s"] or 0 for r in runs])}
+                print(f"{key}: accept {results[key]['accept_median']} msg/s, "
+                      f"e2e {results[key]['e2e_median']} msg/s  "
+                      f"({[r['accept_msgs_per_s'] for r in runs]})", flush=True)
+    if args.only in (None, "idle"):
+        results["idle"] = idle_connections(1000, args.workers)
+        print("idle:", results["idle"], flush=True)
+    if args.only in (None, "big"):
+        results["big"] = big_message(10_000, args.workers)
+        print("big:", results["big"], flush=True)
+    path = common.write_result("intake" if args.only is None else f"intake_{args.only}",
+                               results)
+    print(f"written to {path}")
+    print(json.dumps({k: v for k, v in results.items() if k != "machine"}, default=str)[:2000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
