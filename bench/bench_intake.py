@@ -82,7 +82,7 @@ class Postroom:
 
     def start(self) -> int:
         self.proc = subprocess.Popen([POSTROOM, "serve", "--site", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=open("/tmp/bench_server.err", "w"))
         if not common.wait_listening(self.port, timeout=20):
             raise RuntimeError("postroom did not start")
         time.sleep(1.0)  # let the intake processes come up

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from postroom import maillog
-from postroom.queue import accept, dsn
+from postroom.queue import accept, dsn, ids
 from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
 from postroom.queue.schedule import retry_delay
 
@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postroom.runner")
 FRESH_SECONDS = 30.0
+
+
+def _arrival(qid: str) -> float:
+    """When a message arrived, from its queue ID (0 for IDs not made by postroom)."""
+    try:
+        return ids.timestamp(qid)
+    except ValueError:
+        return 0.0
 
 
 class Claims:
@@ -129,6 +137,7 @@ class QueueRunner:
         interval = self.site.profile.queue.run_interval
         last_scan = -interval
         while not self._stop:
+            self.wake.clear()  # before looking: a notify from now on wakes the next wait
             try:
                 if self.scan and (self._flush or time.monotonic() - last_scan >= interval):
                     last_scan = time.monotonic()
@@ -138,7 +147,6 @@ class QueueRunner:
                     self._start(sorted(fresh), self.clock(), flush=False)
             except Exception:  # never let the runner die: log, wait, go on
                 log.exception("queue run failed")
-            self.wake.clear()
             wait = max(0.0, interval - (time.monotonic() - last_scan)) if self.scan else 3600
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=wait)
@@ -188,18 +196,20 @@ class QueueRunner:
     async def _process(self, qid: str, flush: bool) -> None:
         from postroom.queue.spool import UnknownMessage
 
+        if self.leave_fresh and qid not in self.preloaded:
+            arrived = _arrival(qid)
+            if self.clock() - arrived < FRESH_SECONDS:  # its intake process has it
+                self.due[qid] = arrived + FRESH_SECONDS
+                return
         if not self.claims.take(qid):  # another process is delivering it right now
-            self.preloaded.pop(qid, None)
             self.due[qid] = self.clock() + 5
+            if not self.scan:  # nobody rescans for us: look again shortly
+                asyncio.get_running_loop().call_later(0.5, self.notify, qid)
             return
         try:
             env, message = await asyncio.to_thread(self._read, qid)
             if env.held:
                 self.due.pop(qid, None)
-                return
-            if (self.leave_fresh and self.clock() - env.arrival < FRESH_SECONDS
-                    and not any(d.tries for d in env.deliveries)):
-                self.due[qid] = env.arrival + FRESH_SECONDS  # its intake process has it
                 return
             now = self.clock()
             groups: dict[tuple[str, str], list[Delivery]] = {}
