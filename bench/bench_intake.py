@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from postfix_reference import PostfixReference  # noqa: E402
+import common
+from postfix_reference import PostfixReference
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTROOM = str(ROOT / ".venv/bin/postroom")
@@ -81,8 +81,9 @@ class Postroom:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> int:
+        self._err = (self.dir / "serve.err").open("w")  # closed in stop()
         self.proc = subprocess.Popen([POSTROOM, "serve", "--site", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=open("/tmp/bench_server.err", "w"))
+                                     stdout=subprocess.DEVNULL, stderr=self._err)
         if not common.wait_listening(self.port, timeout=20):
             raise RuntimeError("postroom did not start")
         time.sleep(1.0)  # let the intake processes come up
@@ -112,6 +113,10 @@ class Postroom:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                # the intake processes, should the master have died first
+                subprocess.run(["pkill", "-KILL", "-f", f"postroom.worker --site {self.dir}"],
+                               check=False)
+            self._err.close()
         subprocess.run(["rm", "-rf", str(self.dir)], check=False)
 
 

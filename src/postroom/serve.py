@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from postroom import maillog
 from postroom.intake import Intake, bind, tls_contexts
@@ -200,12 +199,3 @@ def worker_main(argv: list[str]) -> None:
         sockets.append((by_name[name], sock))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides; SIGTERM drains
     _event_loop_run(_intake_only(reloader, sockets))
-
-
-def pid_of(state_dir: Path) -> int | None:
-    try:
-        pid = int((state_dir / "serve.pid").read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid

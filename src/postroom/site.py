@@ -247,6 +247,15 @@ class Site:
         self._quiescent_checked = time.monotonic()
         return self._quiescent_flag
 
+    def server_pid(self) -> int | None:
+        """The pid of a running ``postroom serve`` for this site, from state/serve.pid."""
+        try:
+            pid = int((self.state_dir / "serve.pid").read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
     @property
     def local_domains(self) -> frozenset[str]:
         s = self.profile.site

@@ -137,7 +137,7 @@ def flush(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> No
             failed = _each(spool.ids(include_held=False), reschedule, None,
                            exit_on_error=False, skip_gone=True)
     what = f"{changed} message{'' if changed == 1 else 's'} with deferred deliveries rescheduled"
-    pid = _server_pid(site.state_dir / "serve.pid")
+    pid = site.server_pid()
     if pid is None:
         click.echo(f"{what}; no server running (the queue runs when it starts)")
     else:
@@ -169,16 +169,6 @@ def _each(qids: Iterable[str], action: Callable[[str], None], done: str | None, 
     if status and exit_on_error:
         sys.exit(status)
     return status
-
-
-def _server_pid(pidfile: Path) -> int | None:
-    """The PID in the server's pid file, if that process is alive."""
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
 
 
 def listing(spool: Spool) -> list[str]:

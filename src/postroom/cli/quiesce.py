@@ -62,10 +62,8 @@ def resume(site_dir: str | None) -> None:
 @reports_errors
 def status(site_dir: str | None, as_json: bool) -> None:
     """Is the server running, is the site quiescent, how big is the queue."""
-    from postroom.serve import pid_of
-
     s, flag = _flag(site_dir)
-    pid = pid_of(s.state_dir)
+    pid = s.server_pid()
     why = ""
     if s.profile.site.quiescent:
         why = "profile says quiescent = true"

@@ -31,19 +31,9 @@ def reload(site_dir: str | None) -> None:
     for warning in rt.maps.warnings:
         click.echo(f"warning: {warning}", err=True)
     counts = ", ".join(f"{k} {v}" for k, v in rt.maps.counts().items())
-    pid = _server_pid(rt.site.state_dir / "serve.pid")
+    pid = rt.site.server_pid()
     if pid is None:
         click.echo(f"maps good ({counts}); no server running")
         return
     os.kill(pid, signal.SIGHUP)
     click.echo(f"maps good ({counts}); server {pid} told to reload")
-
-
-def _server_pid(pidfile: os.PathLike[str]) -> int | None:
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid

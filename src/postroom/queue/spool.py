@@ -33,18 +33,21 @@ file is the commit record, and the directory it is in is the message's state.
   fsyncs that directory; the message file is not touched.
 - ``delete`` renames the envelope into ``tmp/`` and fsyncs (the message is gone at that
   moment), then moves both files to ``free/``.
-- Changes to one message (update, hold, release, delete, quarantine) take an exclusive flock
-  on its ``ID.msg``, which never moves, so an admin's hold from ``postroom queue`` and the
-  runner's update in another process cannot interleave and leave two envelopes.
+- Changes to one message (update, modify, hold, release, delete, quarantine) take an
+  exclusive flock on its ``ID.msg``, which never moves, so an admin's hold from ``postroom
+  queue`` and the runner's update in another process cannot interleave and leave two
+  envelopes. That lock is the spool's own: a caller must not flock ``message_path()`` itself
+  (an update or delete from the same process would then wait for it forever).
 
 Why two files, and why the message stays put. Creating inodes is the biggest cost of a put on
 this machine (ext4 *without a journal* on a shared 2-vCPU VM): the kernel skips every inode
 freed in the last minutes when it allocates one (``recently_deleted``), so a create costs
-0.01 ms on a quiet directory and 0.5-0.8 ms after heavy churn (perf: 60% of the put's CPU).
+0.01 ms on a quiet directory and 0.5-0.8 ms after heavy churn (perf: up to 60% of the CPU
+of a create-heavy run).
 Two files (the message, byte-exact and readable without the envelope, and the envelope,
 rewritten per attempt) is the least that meets the requirements. A directory per message
 (``active/ID/{msg,env}``, every move one rename) was built and measured first: same
-guarantees, but its third inode cost 25-45% more CPU per put and 20-35% fewer puts/s in
+guarantees, but its third inode cost 40-55% more CPU per put and 20-40% fewer puts/s in
 interleaved runs. A flat ``ID.msg`` + ``ID.env`` pair moved together between directories
 needs two renames per hold and repair rules for a half-moved pair; keeping the message still
 and moving only the envelope (qmail keeps ``mess/`` apart from its queue state too) avoids it.

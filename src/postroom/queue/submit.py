@@ -93,17 +93,14 @@ def submit_local(site_dir: str | None, sender: str, recipients: list[str], data:
     maillog.open_log(rt.site.log_path, p.site.hostname)
     maillog.accepted(queue_id, sender, len(message), len(taken), "local", f"{user}@localhost")
     maillog.close_log()
-    _poke_server(rt.site.state_dir)
+    _poke_server(rt.site.server_pid())
     return queue_id, refused
 
 
-def _poke_server(state_dir: os.PathLike[str]) -> None:
+def _poke_server(pid: int | None) -> None:
     """Tell a running server that new mail is queued (SIGUSR2), so it is not late."""
     import signal
 
-    from postroom.serve import pid_of
-
-    pid = pid_of(state_dir)  # type: ignore[arg-type]
     if pid is not None:
         try:
             os.kill(pid, signal.SIGUSR2)
