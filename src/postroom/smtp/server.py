@@ -38,6 +38,11 @@ _REWORD = {
     "500 Line too long (see RFC5321 4.5.3.1.6)":
         "500 5.5.2 Line too long (limit is 998 characters, RFC 5321 4.5.3.1.6)",
 }
+# "<local@domain> params": the everyday form, parsed here without the email package (whose
+# parser, and a class aiosmtpd defines on every call, cost more than the rest of MAIL/RCPT)
+_SIMPLE_PATH = re.compile(
+    r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>(.*)\Z", re.DOTALL)
 _DSN_MAIL = re.compile(r"\s+(RET|ENVID)=(\S*)", re.IGNORECASE)
 _DSN_RCPT = re.compile(r"\s+(NOTIFY|ORCPT)=(\S*)", re.IGNORECASE)
 _XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
@@ -61,10 +66,31 @@ class _MemberCache:
             names = cls._names[type(obj)] = [n for n in dir(obj) if n.startswith("auth_")]
         return [(n, getattr(obj, n)) for n in names]
 
-    signature = staticmethod(inspect.signature)
+    _signatures: dict[Any, inspect.Signature] = {}
+
+    @classmethod
+    def signature(cls, func: Any) -> inspect.Signature:
+        key = getattr(func, "__func__", func)
+        sig = cls._signatures.get(key)
+        if sig is None:
+            sig = cls._signatures[key] = inspect.signature(func)
+        return sig
+
+
+_dir_cache: dict[type, list[str]] = {}
+
+
+def _class_dir(obj: Any) -> list[str]:
+    """``dir()`` for aiosmtpd's per-connection scans of ``smtp_*`` and ``handle_*``
+    methods, which are class attributes: computed once per class."""
+    names = _dir_cache.get(type(obj))
+    if names is None:
+        names = _dir_cache[type(obj)] = dir(obj)
+    return names
 
 
 aiosmtpd.smtp.inspect = _MemberCache  # type: ignore[attr-defined]
+aiosmtpd.smtp.dir = _class_dir  # type: ignore[attr-defined]  # shadows the builtin there
 
 
 class DsnError(ValueError):
@@ -174,6 +200,15 @@ class PostroomSMTP(SMTP):
         await super().push(status)
 
     # -- commands -------------------------------------------------------------------------
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        m = _SIMPLE_PATH.match(arg)
+        if m is None or ".." in m.group(1):
+            return super()._getaddr(arg)  # quoting, comments, literals, UTF-8, null path
+        address = m.group(1)
+        if self.local_part_limit and address.rfind("@") > self.local_part_limit:
+            return None, None
+        return address, m.group(2).lstrip(" \t")
 
     async def smtp_EHLO(self, hostname: str) -> None:
         self._in_ehlo = True
