@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,3 +123,21 @@ class Server:
 
 
 PYTHON = sys.executable
+
+
+@contextlib.contextmanager
+def serving(site: Path, ca: trustme.CA, *, replace: tuple[tuple[str, str], ...] = (),
+            extra: str = "", workers: int = 1) -> Iterator[Server]:
+    """A test site with profile edits (``replace`` pairs, ``extra`` tables), served."""
+    configure_site(site, ca, extra=extra)
+    profile = site / "postroom.toml"
+    text = profile.read_text()
+    for old, new in replace:
+        assert old in text, f"{old!r} not in the profile"
+        text = text.replace(old, new)
+    profile.write_text(text)
+    server = Server(site, workers).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,7 +17,7 @@ import trustme
 
 from postroom.queue.spool import Spool
 from tests.conftest import run
-from tests.server import INBOUND_IP, OUTSIDE_IP, RELAY_IP, Server
+from tests.server import INBOUND_IP, OUTSIDE_IP, RELAY_IP, Server, serving
 from tests.smtp.conftest import PASSWORD
 from tests.smtp.smtp_client import Raw, client, tls_context
 
@@ -250,33 +250,22 @@ def test_pipelining(server: Server, site: Path) -> None:
 
 
 def test_size_limit(example_site: Path, ca: trustme.CA) -> None:
-    from tests.server import configure_site
-    configure_site(example_site, ca)
-    p = example_site / "postroom.toml"
-    p.write_text(p.read_text().replace("message_size = 52428800", "message_size = 2048"))
-    s = Server(example_site).start()
-    try:
-        with client(s.ports["mx"], RELAY_IP) as c:
-            c.ehlo("x")
-            assert c.esmtp_features["size"] == "2048"
-            code, reply = c.mail("a@example.org", ["SIZE=5000"])
-            assert (code, reply[:5]) == (552, b"5.3.4")
-            c.rset()
-            c.mail("a@example.org")
-            c.rcpt("rt@inf.example.ac.uk")
-            code, reply = c.data(MSG + (b"x" * 70 + b"\r\n") * 50)
-            assert (code, reply[:5]) == (552, b"5.3.4")
-    finally:
-        s.stop()
+    small = (("message_size = 52428800", "message_size = 2048"),)
+    with serving(example_site, ca, replace=small) as s, client(s.ports["mx"], RELAY_IP) as c:
+        c.ehlo("x")
+        assert c.esmtp_features["size"] == "2048"
+        code, reply = c.mail("a@example.org", ["SIZE=5000"])
+        assert (code, reply[:5]) == (552, b"5.3.4")
+        c.rset()
+        c.mail("a@example.org")
+        c.rcpt("rt@inf.example.ac.uk")
+        code, reply = c.data(MSG + (b"x" * 70 + b"\r\n") * 50)
+        assert (code, reply[:5]) == (552, b"5.3.4")
 
 
 def test_limits_recipients_line_length_idle(example_site: Path, ca: trustme.CA) -> None:
-    from tests.server import configure_site
-    configure_site(example_site, ca)
-    p = example_site / "postroom.toml"
-    p.write_text(p.read_text().replace("recipients = 1000", "recipients = 2\nidle_timeout = 1"))
-    s = Server(example_site).start()
-    try:
+    tight = (("recipients = 1000", "recipients = 2\nidle_timeout = 1"),)
+    with serving(example_site, ca, replace=tight) as s:
         r = Raw(s.ports["mx"], RELAY_IP)
         r.reply()
         r.cmd("EHLO x")
@@ -290,8 +279,6 @@ def test_limits_recipients_line_length_idle(example_site: Path, ca: trustme.CA) 
         time.sleep(1.5)
         assert r.reply().startswith("421 4.4.2")
         assert r.closed()
-    finally:
-        s.stop()
 
 
 # -- known attacks -----------------------------------------------------------------------------
@@ -326,10 +313,7 @@ def test_smtp_smuggling_never_splits_a_message(server: Server, site: Path,
 
 
 def test_bare_lf_normalised_when_allowed(example_site: Path, ca: trustme.CA) -> None:
-    from tests.server import configure_site
-    configure_site(example_site, ca, extra="\n[smtp]\nforbid_bare_newline = false\n")
-    s = Server(example_site).start()
-    try:
+    with serving(example_site, ca, extra="\n[smtp]\nforbid_bare_newline = false\n") as s:
         r = Raw(s.ports["mx"], RELAY_IP)
         r.reply()
         r.cmd("EHLO x")
@@ -342,8 +326,6 @@ def test_bare_lf_normalised_when_allowed(example_site: Path, ca: trustme.CA) -> 
         qid = QUEUED.search(reply).group(1)  # type: ignore[union-attr]
         _, data = load(example_site, qid)
         assert data.endswith(b"Subject: lf\r\n\r\nline one\r\nline two\r\n")
-    finally:
-        s.stop()
 
 
 def test_starttls_command_injection_discarded(server: Server, ca: trustme.CA) -> None:
@@ -399,18 +381,11 @@ def test_quiescent_mode_and_restart(site: Path) -> None:
 
 
 def test_profile_quiescent(example_site: Path, ca: trustme.CA) -> None:
-    from tests.server import configure_site
-    configure_site(example_site, ca)
-    p = example_site / "postroom.toml"
-    p.write_text(p.read_text().replace("quiescent = false", "quiescent = true"))
-    s = Server(example_site).start()
-    try:
+    with serving(example_site, ca, replace=(("quiescent = false", "quiescent = true"),)) as s:
         with pytest.raises(smtplib.SMTPConnectError) as e:
             client(s.ports["mx"], INBOUND_IP)
         assert e.value.smtp_code == 421
         assert "profile says quiescent" in run("status", site=example_site).stdout
-    finally:
-        s.stop()
 
 
 def test_sighup_reload_keeps_last_good(server: Server, site: Path) -> None:
