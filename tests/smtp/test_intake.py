@@ -442,3 +442,50 @@ def test_missing_certificate_is_a_clear_startup_error(site: Path) -> None:
 def _serve(site: Path) -> list[str]:
     from tests.conftest import POSTROOM
     return [POSTROOM, "serve", "--site", str(site), "--workers", "1"]
+
+
+def test_header_size_limit_and_dot_stuffing(example_site: Path, ca: trustme.CA) -> None:
+    small = (("message_size = 52428800", "message_size = 52428800\nheader_size = 1024"),)
+    with serving(example_site, ca, replace=small) as s:
+        r = Raw(s.ports["mx"], RELAY_IP)
+        r.reply()
+        r.cmd("EHLO x")
+        r.cmd("MAIL FROM:<a@example.org>")
+        r.cmd("RCPT TO:<neilb@inf.example.ac.uk>")
+        r.cmd("DATA")
+        r.send(b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 60) for i in range(30))
+               + b"\r\nbody\r\n.\r\n")
+        assert r.reply().startswith("552 5.3.4 Message header size exceeds limit")
+        r.cmd("MAIL FROM:<a@example.org>")
+        r.cmd("RCPT TO:<neilb@inf.example.ac.uk>")
+        r.cmd("DATA")
+        r.send(b"Subject: dots\r\n\r\n..leading dot\r\n.\r\n")
+        reply = r.reply()
+        qid = QUEUED.search(reply).group(1)  # type: ignore[union-attr]
+        _, data = load(example_site, qid)
+        assert data.endswith(b"\r\n\r\n.leading dot\r\n")  # the client's dot-stuffing undone
+
+
+def test_unwritable_spool_gives_452_and_keeps_nothing(server: Server, site: Path) -> None:
+    import shutil
+
+    deadline = time.monotonic() + 10
+    while not (site / "queue/tmp").is_dir():  # the server makes its spool once it runs
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    shutil.rmtree(site / "queue/tmp")
+    (site / "queue/tmp").write_text("not a directory\n")  # root ignores permission bits
+    try:
+        with client(server.ports["mx"], RELAY_IP) as c:
+            c.ehlo("x")
+            c.mail("a@example.org")
+            c.rcpt("neilb@inf.example.ac.uk")
+            code, reply = c.data(MSG)
+        assert (code, reply[:5]) == (452, b"4.3.1")
+        # nothing queued, nothing half-written (a Spool object would mend queue/tmp itself)
+        assert not any((site / "queue/active").iterdir())
+        assert not any((site / "queue/msg").iterdir())
+        assert "queue write failed" in server.log()
+    finally:
+        (site / "queue/tmp").unlink()
+        (site / "queue/tmp").mkdir()
