@@ -150,20 +150,13 @@ class Handler:
             return trick
         if len(envelope.rcpt_tos) >= self.site.profile.limits.recipients:
             return "452 4.5.3 Error: too many recipients"
-        rt = self.reloader.current
-        resolver = rt.resolver
-        _, domain = address.rpartition("@")[::2] if "@" in address else ("", resolver.primary)
-        domain = domain.lower()
+        resolver = self.reloader.current.resolver
+        domain = address.rpartition("@")[2].lower() if "@" in address else resolver.primary
         local = domain in resolver.local_domains or domain in resolver.hosted_domains
         _, cls = self.client_of(server)
-        authenticated = bool(session.authenticated)
-        if not local and not (authenticated or cls is ClientClass.RELAY):
-            reply = f"550 5.7.1 <{address}>: Relaying denied"
-            maillog.rejected("RCPT", relay, reply, sender=envelope.mail_from, rcpt=address)
-            return reply
         routes = resolver.resolve(address).routes
         reply = policy.rcpt_reply(address, routes, local=local, client=cls,
-                                  authenticated=authenticated)
+                                  authenticated=bool(session.authenticated))
         if reply:
             maillog.rejected("RCPT", relay, reply, sender=envelope.mail_from, rcpt=address)
             return reply
