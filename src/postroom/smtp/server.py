@@ -151,7 +151,7 @@ class PostroomSMTP(SMTP):
         self.line_length_limit = line_length + 2
         super().__init__(handler, **kwargs)
         self.implicit_tls = implicit_tls
-        self._in_ehlo = False
+        self._ehlo_lines: list[bytes] | None = None
         self.mail_dsn: dict[str, str] = {}
         self.rcpt_dsn: dict[str, Any] = {}
 
@@ -191,7 +191,12 @@ class PostroomSMTP(SMTP):
         super()._timeout_cb()
 
     async def push(self, status: str | bytes) -> None:
-        if isinstance(status, str) and not self._in_ehlo:
+        if self._ehlo_lines is not None:  # the EHLO reply goes out in one write
+            line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") \
+                if isinstance(status, str) else status
+            self._ehlo_lines.append(line + b"\r\n")
+            return
+        if isinstance(status, str):
             status = _REWORD.get(status, status)
             code, text = status[:3], status[4:]
             if (status[3:4] == " " and code in _DEFAULT_ENHANCED
@@ -211,11 +216,13 @@ class PostroomSMTP(SMTP):
         return address, m.group(2).lstrip(" \t")
 
     async def smtp_EHLO(self, hostname: str) -> None:
-        self._in_ehlo = True
+        self._ehlo_lines = []
         try:
             await super().smtp_EHLO(hostname)
         finally:
-            self._in_ehlo = False
+            lines, self._ehlo_lines = self._ehlo_lines, None
+        self._writer.write(b"".join(lines))
+        await self._writer.drain()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         try:
