@@ -234,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "big"):
         results["big"] = big_message(10_000, args.workers)
         print("big:", results["big"], flush=True)
-    path = common.write_result("intake" if args.only is None else f"intake_{args.only}",
-                               results)
+    name = "intake" if args.only is None else f"intake_{args.only}"
+    if args.skip_postfix:
+        name += "_postroom_only"  # never overwrite a same-run comparison
+    path = common.write_result(name, results)
     print(f"written to {path}")
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, default=str)[:2000])
     return 0
