@@ -460,15 +460,8 @@ def run_smtp_source(port: int, messages: int, sessions: int = 20, size: int = 40
     cmd = smtp_source_command(port, messages, sessions, size, rcpts, reuse, **kw)
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        timer = threading.Timer(timeout, lambda: _kill_quietly(proc.pid))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
+        returncode, usage = _wait_rusage(cmd, err, err, timeout)
         t1 = time.perf_counter()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         errors = err.read().decode(errors="replace")[-2000:]
     wall = t1 - t0
@@ -476,7 +469,7 @@ def run_smtp_source(port: int, messages: int, sessions: int = 20, size: int = 40
     result = {
         "command": " ".join(cmd),
         "messages": messages, "sessions": sessions, "size": size, "rcpts": rcpts,
-        "reuse": reuse, "rc": proc.returncode,
+        "reuse": reuse, "rc": returncode,
         "t_start": t0, "t_end": t1,
         "wall": round(wall, 4),
         "msgs_per_s": round(messages / wall, 1) if wall > 0 else 0.0,
@@ -484,8 +477,8 @@ def run_smtp_source(port: int, messages: int, sessions: int = 20, size: int = 40
         "source_cpu_pct": round(100.0 * cpu / wall, 1) if wall > 0 else 0.0,
         "stderr": errors.strip(),
     }
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"smtp-source failed (exit {proc.returncode}): {errors.strip()}")
+    if check and returncode != 0:
+        raise RuntimeError(f"smtp-source failed (exit {returncode}): {errors.strip()}")
     return result
 
 
@@ -497,28 +490,35 @@ def run_measured(cmd: Sequence[str], *, timeout: float = 600.0,
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         box0, self0 = BoxTimes.read(), self_cpu_seconds()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env=dict(env) if env is not None else None)
-        timer = threading.Timer(timeout, lambda: _kill_quietly(proc.pid))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
+        returncode, usage = _wait_rusage(cmd, out, err, timeout, env)
         wall = time.perf_counter() - t0
         box1, self1 = BoxTimes.read(), self_cpu_seconds()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     cpu = usage.ru_utime + usage.ru_stime
     box = box1.busy - box0.busy
-    return {"rc": proc.returncode, "wall_s": wall, "cpu_s": cpu,
+    return {"rc": returncode, "wall_s": wall, "cpu_s": cpu,
             "cpu_pct": round(100 * cpu / wall, 1) if wall > 0 else 0.0,
             "box_cpu_pct": round(100 * box / wall, 1) if wall > 0 else 0.0,
             "foreign_cpu_pct": round(100 * (box - cpu - (self1 - self0)) / wall, 1)
             if wall > 0 else 0.0,
             "stdout": stdout, "stderr": stderr}
+
+
+def _wait_rusage(cmd: Sequence[str], stdout: Any, stderr: Any, timeout: float,
+                 env: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    """Run ``cmd`` to completion (killed after ``timeout``); its exit code and rusage."""
+    proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                            env=dict(env) if env is not None else None)
+    timer = threading.Timer(timeout, lambda: _kill_quietly(proc.pid))
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage
 
 
 def _kill_quietly(pid: int) -> None:
