@@ -1,15 +1,15 @@
 """Micro-benchmark of ``Spool.put``: durable puts per second for 4 KiB messages with 1, 20 and
 100 concurrent writers (asyncio tasks on one event loop), fsync on.
 
-    .venv/bin/python bench/spool_put.py                      # the default table
-    .venv/bin/python bench/spool_put.py --threads 4,8,16,32  # choose the writer pool size
-    .venv/bin/python bench/spool_put.py --churn              # add put + delete rows
+    .venv/bin/python bench/spool_put.py             # the default table
+    .venv/bin/python bench/spool_put.py --churn     # add put + delete rows
 
 Rows:
 - "raw create+fsync": the disk's own figure in the same run (one new file per message,
   write + fsync, no directory fsync, from as many threads as writers), to compare with
   ``/work/shared/reference/benchmarks.md``.
-- "Spool.put, N threads": the spool as the SMTP layer uses it.
+- "Spool.put": the spool as the SMTP layer uses it (writes and fsyncs in the event loop,
+  directory fsyncs shared by the puts of one pass of the loop).
 - "put + delete" (``--churn``): each writer also deletes its previous message, as a runner
   that delivers at once would; the steady state of a busy spool.
 
@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from postroom.queue.envelope import Delivery, Envelope, Recipient
-from postroom.queue.spool import DEFAULT_WRITERS, Spool
+from postroom.queue.spool import Spool
 
 Result = tuple[float, list[float], float]  # puts/s, latencies (s), CPU ms per put
 
@@ -63,9 +63,8 @@ def message(i: int, size: int) -> bytes:
     return head + b"x" * max(0, size - len(head))
 
 
-async def spool_run(root: Path, writers: int, count: int, size: int, threads: int,
-                    churn: bool) -> Result:
-    spool = Spool(root, writers=threads)
+async def spool_run(root: Path, writers: int, count: int, size: int, churn: bool) -> Result:
+    spool = Spool(root)
     latencies: list[float] = []
     next_i = 0
 
@@ -81,7 +80,7 @@ async def spool_run(root: Path, writers: int, count: int, size: int, threads: in
             latencies.append(time.perf_counter() - t0)
             if churn:
                 if previous:
-                    await asyncio.to_thread(spool.delete, previous)
+                    spool.delete(previous)  # in the loop, as the runner does
                 previous = qid
 
     await spool.put(envelope(-1), message(-1, size))  # start the pool outside the clock
@@ -132,8 +131,6 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--writers", default="1,20,100", help="concurrent writers (asyncio tasks)")
-    ap.add_argument("--threads", default=str(DEFAULT_WRITERS),
-                    help="Spool writer threads; a list compares (default: the spool's)")
     ap.add_argument("--messages", type=int, default=3000, help="puts per run")
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell (median is shown)")
@@ -144,7 +141,6 @@ def main() -> None:
                          "and even the directory matter, so compare like with like")
     args = ap.parse_args()
     writer_counts = [int(w) for w in args.writers.split(",")]
-    thread_counts = [int(t) for t in args.threads.split(",")]
 
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="spool-bench-", dir=args.dir))
@@ -174,17 +170,15 @@ def main() -> None:
     try:
         if not args.no_raw:
             row("raw create+fsync", lambda root, w: raw_run(root, w, args.messages, args.size))
-        for t in thread_counts:
-            def put(root: Path, w: int, t: int = t) -> Result:
-                return asyncio.run(spool_run(root, w, args.messages, args.size, t, False))
+        def put(root: Path, w: int) -> Result:
+            return asyncio.run(spool_run(root, w, args.messages, args.size, False))
 
-            row(f"Spool.put, {t} threads", put)
+        row("Spool.put", put)
         if args.churn:
             def churn(root: Path, w: int) -> Result:
-                return asyncio.run(spool_run(root, w, args.messages, args.size,
-                                             thread_counts[-1], True))
+                return asyncio.run(spool_run(root, w, args.messages, args.size, True))
 
-            row(f"put + delete, {thread_counts[-1]} threads", churn)
+            row("put + delete", churn)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print("\nloadavg after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))

@@ -1,5 +1,5 @@
 """One intake process: every listener of the profile on already-bound sockets, in one
-event loop (uvloop). ``postroom serve`` runs one of these per core on shared sockets, so
+event loop (uvloop). ``postroom serve`` runs two of these per core on shared sockets, so
 the kernel spreads connections across processes and both cores take mail.
 
 Signals: SIGHUP reloads the profile and maps (last good wins); SIGTERM/SIGINT drain:

@@ -51,7 +51,9 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
     (site.state_dir / "listeners.json").write_text(json.dumps(bound, indent=1))
     pidfile = site.state_dir / "serve.pid"
     pidfile.write_text(f"{os.getpid()}\n")
-    count = workers or p.smtp.workers or os.cpu_count() or 1
+    # Two per core: an intake process blocks in its fsyncs (see postroom.queue.spool), and
+    # the other process on that core uses the time.
+    count = workers or p.smtp.workers or 2 * (os.cpu_count() or 1)
     state = "quiescent" if site.quiescent else "accepting mail"
     maillog.event(f"starting: {len(sockets)} listeners, {count} intake processes, {state}")
     print(f"postroom: serving {site.home} with {count} intake process(es), {state}",

@@ -273,7 +273,7 @@ def test_dir_sync_failure_is_raised_and_retried(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 def test_spool_used_after_fork(spool: Spool, root: Path) -> None:
-    """A worker forked after the spool started its writer threads gets threads of its own."""
+    """A worker forked after the spool was used puts with its own lock and state."""
     first = asyncio.run(spool.put(envelope("f", 1), message("f", 1)))
     ctx = multiprocessing.get_context("fork")
     proc = ctx.Process(target=_put_in_child, args=(spool,))

@@ -61,24 +61,25 @@ between processes), checked to have no other name, linked at its new name and re
 steady state (15,000 messages, 100 writers): 1.07 against 1.86 ms CPU per message and about
 +30% messages/s; short runs +12-24%.
 
-Group commit, and why threads. One fsync stream does about 2,500 create+fsync/s on this
-machine; concurrent fsyncs overlap in the device queue (about 15k/s with 16 writers,
-``/work/shared/reference/benchmarks.md``). So the asyncio-facing ``put`` hands each message
-to a pool of writer threads (fsync releases the GIL; DEFAULT_WRITERS, chosen with
-``bench/spool_put.py --threads``), and the directory fsyncs that make creates and renames
-durable are shared: a thread waits for the next fsync of the directory that *starts* after
-its change, and whichever waiting thread finds no fsync running does it for all of them
-(``_DirSync``). Fsyncing inline in the event loop (the naive baseline in ``benchmarks.md``)
-serialises every fsync and stalls every session; a single writer thread would serialise the
-file fsyncs the device can overlap; an append-only segment log would save the inodes and most
-fsyncs, but turns per-recipient updates, hold and salvage into a compactor's job.
+Group commit, in the event loop. ``put`` writes and fsyncs in the event loop's own thread,
+and every put asked for during one pass of the loop is committed together: each message and
+envelope written and fsynced, then one fsync of ``msg/``, the renames, one fsync of
+``active/`` for all of them. The loop blocks meanwhile; ``postroom serve`` runs two intake
+processes per core so that another process uses the core (Postfix's cleanup processes block
+in fsync the same way). An fsync costs about 0.16 ms here. An earlier version handed each put
+to a pool of 32 writer threads that shared the directory fsyncs between them: the same
+durability, but the hand-overs (each os call releases and retakes the GIL while the event
+loop wants it) cost more than the fsyncs. perf showed a quarter of the intake's CPU in
+futex waits and wake-ups, and the intake benchmark measured 3.2 ms of CPU per message with
+the threads against 2.3 ms without, and 524 against 728 messages/s (2 processes with
+threads, 4 without; ``bench/bench_intake.py``). An append-only segment log would save the
+inodes and most fsyncs, but turns per-recipient updates, hold and salvage into a
+compactor's job.
 
-Measured with ``bench/spool_put.py`` (4 KiB messages; neighbours kept the load average at
-2-11, so take the ranges): Spool.put does about 800-900 puts/s with one writer and
-1,650-2,000 with 20 or 100 writers, at about 0.5 ms of CPU per put (Python about 0.3 of
-it); put + delete, the steady state, about 1,050 messages/s at 0.9 ms. Raw create+fsync
-from as many threads reaches 6,700-8,900/s in the same runs: the spool is CPU-bound here,
-not disk-bound.
+Measured with ``bench/spool_put.py --churn`` (one process, 4 KiB messages): about 1,150
+puts/s with one writer and 1,390 with 20 (whose puts share the directory fsyncs) at
+0.4-0.5 ms of CPU per put; put + delete, the steady state, 840-1,050 messages/s at
+0.6-0.7 ms. Raw create+fsync reaches 3,500/s from one thread and 8,400/s from 20.
 
 Processes. Several processes may use one spool at once (intake workers, the queue runner,
 ``postroom queue``, ``postroom-sendmail``): IDs carry the process ID (``ids.py``) and are
@@ -86,9 +87,10 @@ claimed by the exclusive creation of ``msg/ID.msg``, and every process holds ``q
 shared. ``recover()`` removes leftovers of interrupted writes at once only when it gets that
 lock exclusively, i.e. no other process has the spool open; otherwise only leftovers older
 than an hour, which no running put can own. A Spool made before a fork works in the child
-(it starts its own threads and lock there).
+(it takes its own lock there).
 
-Thread safety: every method may be called from any thread, ``put`` from the event loop.
+Thread safety: every method may be called from any thread; ``put`` and ``aclose`` from the
+thread of the event loop that puts.
 """
 
 from __future__ import annotations
@@ -104,7 +106,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,6 @@ MSG_SUFFIX = ".msg"
 ENV_SUFFIX = ".env"
 LOCK_FILE = "lock"
 
-DEFAULT_WRITERS = 32    # writer threads for async put; see bench/spool_put.py
 STALE_AGE = 3600.0      # a leftover this old belongs to no running put
 POOL_MAX = 2048         # spare files kept in free/ for reuse
 POOL_FILE_MAX = 65536   # larger files are removed, not kept
@@ -164,6 +164,27 @@ class Recovery:
     removed: list[str] = field(default_factory=list)  # leftovers of interrupted writes
     corrupt: list[str] = field(default_factory=list)  # IDs whose envelope went to corrupt/
     kept: list[str] = field(default_factory=list)     # young leftovers of other processes
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A put between its writes and the rename that makes it a queued message."""
+
+    qid: str
+    envelope: Envelope
+    saved: tuple[str, int]   # the envelope's id and size before the put, restored on error
+    staged: Path             # tmp/ID.env
+    target: Path             # active/ID.env
+
+
+def _settle(done: asyncio.Future[str], *, result: str = "",
+            error: BaseException | None = None) -> None:
+    if done.done():  # the waiting put was cancelled; the outcome stands regardless
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
 
 
 class _DirSync:
@@ -326,7 +347,7 @@ class _Pool:
 class Spool:
     """The queue directory of one site. See the module docstring for layout and guarantees."""
 
-    def __init__(self, root: Path | str, *, writers: int = DEFAULT_WRITERS) -> None:
+    def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.tmp_dir = self.root / TMP
         self.pool_dir = self.root / FREE
@@ -340,11 +361,10 @@ class Spool:
                 (self.root / name).mkdir(mode=0o700, exist_ok=True)
         except OSError as e:
             raise QueueError(f"cannot use spool {self.root}: {_describe(e)}") from e
-        self._writers = writers
         self._closed = False
         self._pid = os.getpid()
         self._guard = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        self._batch: list[tuple[Envelope, bytes, asyncio.Future[str]]] = []
         self._syncs = _dir_syncs(self.root)
         self._pool = _Pool(self.root)
         self._inflight: set[str] = set()  # IDs this process is putting
@@ -353,20 +373,19 @@ class Spool:
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Wait for puts in progress, stop the writer threads and release the spool lock."""
+        """Commit the puts asked for and not yet written, and release the spool lock. Call
+        it from the thread of the event loop that puts (``aclose``), if there is one."""
         self._after_fork()
+        if self._batch:
+            self._commit_batch()
         with self._guard:
             self._closed = True
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-        with self._guard:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
             self._lock_fd = -1
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        self.close()
 
     def __enter__(self) -> Spool:
         return self
@@ -387,15 +406,22 @@ class Spool:
         """Queue a message from the event loop; durable when this returns. Returns the
         queue ID and sets ``envelope.id`` and ``envelope.size``.
 
+        The writes and fsyncs run in the event loop itself (see "Group commit, in the
+        event loop" above): every put asked for during one pass of the loop is committed
+        together, sharing the directory fsyncs.
+
         A caller that must name the ID before the message is complete (the Received header
         says ``id ...``) sets ``envelope.id = ids.new_id()`` first; put then keeps that ID
         (QueueError if it is in use). If the awaiting task is cancelled the write still
         finishes (the client got no 250, so at worst it sends the message again)."""
+        self._after_fork()
+        if self._closed:
+            raise QueueError("the spool is closed")
         loop = asyncio.get_running_loop()
-        try:
-            done = loop.run_in_executor(self._writer_pool(), self._put, envelope, data)
-        except RuntimeError as e:  # the pool was shut down after we got it
-            raise QueueError("the spool is closed") from e
+        done: asyncio.Future[str] = loop.create_future()
+        self._batch.append((envelope, data, done))
+        if len(self._batch) == 1:
+            loop.call_soon(self._commit_batch)
         return await done
 
     def put_sync(self, envelope: Envelope, data: bytes) -> str:
@@ -405,24 +431,75 @@ class Spool:
             raise QueueError("the spool is closed")
         return self._put(envelope, data)
 
-    def _writer_pool(self) -> ThreadPoolExecutor:
-        self._after_fork()
-        with self._guard:
-            if self._closed:
-                raise QueueError("the spool is closed")
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self._writers,
-                                                    thread_name_prefix="spool-writer")
-            return self._executor
+    def _commit_batch(self) -> None:
+        """Commit every put of this pass of the event loop: stage each (message and
+        envelope written and fsynced), one fsync of ``msg/``, the renames into ``active/``,
+        one fsync of ``active/``; then answer each waiting put."""
+        batch, self._batch = self._batch, []
+        staged: list[tuple[_Staged, asyncio.Future[str]]] = []
+        for envelope, data, done in batch:
+            try:
+                staged.append((self._stage(envelope, data), done))
+            except BaseException as e:  # handed to the waiting put
+                _settle(done, error=e)
+        if not staged:
+            return
+        try:
+            self._syncs[MSG].sync()  # the messages are durable before their envelopes appear
+        except OSError as e:
+            for item, done in staged:
+                self._unstage(item)
+                _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
+            return
+        published: list[tuple[_Staged, asyncio.Future[str]]] = []
+        for item, done in staged:
+            try:
+                os.rename(item.staged, item.target)
+            except OSError as e:
+                self._unstage(item)
+                _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
+            else:
+                published.append((item, done))
+            finally:
+                self._forget(item.qid)
+        try:
+            self._syncs[ACTIVE].sync()
+        except OSError as e:
+            for item, done in published:
+                self._take_out(item.qid, item.target)
+                item.envelope.id, item.envelope.size = item.saved
+                _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
+            return
+        for item, done in published:
+            _settle(done, result=item.qid)
 
     def _put(self, envelope: Envelope, data: bytes) -> str:
+        item = self._stage(envelope, data)
+        try:
+            self._syncs[MSG].sync()  # the message is durable before its envelope appears
+            os.rename(item.staged, item.target)
+        except OSError as e:
+            self._unstage(item)
+            raise QueueError(f"cannot queue message: {_describe(e)}") from e
+        finally:
+            self._forget(item.qid)
+        try:
+            self._syncs[ACTIVE].sync()
+        except OSError as e:
+            self._take_out(item.qid, item.target)
+            envelope.id, envelope.size = item.saved
+            raise QueueError(f"cannot queue message: {_describe(e)}") from e
+        return item.qid
+
+    def _stage(self, envelope: Envelope, data: bytes) -> _Staged:
+        """Claim an ID, write and fsync the message and its envelope (in ``tmp/``).
+        Nothing names the message yet; on error nothing is left behind."""
         self._share_lock()
         data = bytes(data)
         saved = envelope.id, envelope.size
         qid, fd = self._claim(envelope.id)
-        msg = self._msg(qid)
-        staged = self.tmp_dir / (qid + ENV_SUFFIX)
-        target = self._env(ACTIVE, qid)
+        item = _Staged(qid, envelope, saved, self.tmp_dir / (qid + ENV_SUFFIX),
+                       self._env(ACTIVE, qid))
         try:
             try:
                 envelope.id, envelope.size = qid, len(data)
@@ -430,27 +507,21 @@ class Spool:
                 _fill(fd, data)
             finally:
                 os.close(fd)
-            self._write_new(staged, meta)
-            self._syncs[MSG].sync()  # the message is durable before its envelope appears
-            os.rename(staged, target)
+            self._write_new(item.staged, meta)
         except BaseException as e:
-            _unlink(staged)
-            _unlink(msg)
-            envelope.id, envelope.size = saved
+            self._unstage(item)
+            self._forget(qid)
             if isinstance(e, OSError):
                 raise QueueError(f"cannot queue message: {_describe(e)}") from e
             if isinstance(e, ValueError):  # e.g. an envelope that JSON cannot encode
                 raise QueueError(f"cannot queue message: bad envelope: {e}") from e
             raise
-        finally:
-            self._forget(qid)
-        try:
-            self._syncs[ACTIVE].sync()
-        except OSError as e:
-            self._take_out(qid, target)
-            envelope.id, envelope.size = saved
-            raise QueueError(f"cannot queue message: {_describe(e)}") from e
-        return qid
+        return item
+
+    def _unstage(self, item: _Staged) -> None:
+        _unlink(item.staged)
+        _unlink(self._msg(item.qid))
+        item.envelope.id, item.envelope.size = item.saved
 
     def _claim(self, preset: str) -> tuple[str, int]:
         """Pick an ID and create its message file exclusively (also between processes);
@@ -815,13 +886,13 @@ class Spool:
 
     def _after_fork(self) -> None:
         """In a child forked from the process that made this Spool, start afresh: the
-        parent's writer threads do not exist here, its locks may be copied mid-use, and its
+        parent's pending puts are its own, its locks may be copied mid-use, and its
         spool lock is its own."""
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()
         self._guard = threading.Lock()
-        self._executor = None
+        self._batch = []
         self._syncs = _dir_syncs(self.root)
         self._pool = _Pool(self.root)
         self._inflight = set()
