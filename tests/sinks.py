@@ -120,6 +120,7 @@ class Sink:
         self.transactions = 0
         self.rcpt_commands = 0
         self.quits = 0
+        self.rsets = 0
         self.messages: list[Received] = []
         self.partial: list[bytes] = []
         self._server: asyncio.Server | None = None
@@ -185,6 +186,10 @@ class Sink:
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.quits += 1
         return "221 2.0.0 Bye"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.rsets += 1
+        return "250 2.0.0 Ok"
 
     async def handle_MAIL(self, server: _SinkSMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:

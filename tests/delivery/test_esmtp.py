@@ -357,8 +357,23 @@ async def test_connection_reused_across_jobs(zone: DnsServer, sink: Sink,
         assert a.outcome is Outcome.SENT
     assert sink.connections == 1
     assert sink.transactions == 3
+    assert sink.rsets == 0  # each transaction ended with the reply to its data
     await courier.aclose()
     assert sink.quits == 1
+
+
+async def test_transaction_left_open_is_reset_before_the_next(zone: DnsServer,
+                                                              esmtp: Couriers) -> None:
+    """Every RCPT refused: MAIL's transaction is still open, so the next one starts with
+    RSET (without it the server would answer 503 to a nested MAIL)."""
+    async with Sink(reject_rcpt={"nobody@example.test"}) as sink:
+        courier = esmtp(sink.port)
+        [a] = await courier.deliver(make_job("esmtp", "example.test", ["nobody@example.test"]))
+        assert a.outcome is Outcome.FAILED
+        [b] = await courier.deliver(make_job("esmtp", "example.test", ["b@example.test"]))
+        assert b.outcome is Outcome.SENT
+        assert (sink.connections, sink.rsets) == (1, 1)
+        assert [m.rcpt_tos for m in sink.messages] == [["b@example.test"]]
 
 
 async def test_idle_connection_expires(zone: DnsServer, sink: Sink, esmtp: Couriers) -> None:

@@ -2,8 +2,9 @@
 
 One Job is one destination. The client walks the targets (``mx.MxResolver``) in order and
 uses the first address that gives a working session; on that one connection it runs as
-many transactions as the recipients need (``[queue] recipients_per_transaction`` each,
-RSET between them)::
+many transactions as the recipients need (``[queue] recipients_per_transaction`` each;
+RSET only after a transaction that was left open, e.g. when every RCPT was refused: one that
+ended with the reply to its data needs none, RFC 5321 4.1.4)::
 
     connect      refused / timeout / bad greeting -> next address
     EHLO         (HELO if EHLO is refused)
@@ -92,6 +93,7 @@ class _Session:
     tls: str = ""
     opened: float = field(default_factory=time.monotonic)
     transactions: int = 0
+    open_transaction: bool = False  # MAIL was accepted and the data's reply not yet read
     idle_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -360,19 +362,21 @@ class SmtpClient:
         dsn = smtp.supports_extension("dsn")
         stage = "RSET"
         try:
-            if session.transactions:
+            if session.open_transaction:
                 reply = await smtp.execute_command(b"RSET")
                 if reply.code != 250:
                     smtp.close()
                     raise _Interrupted(TemporaryFailure(
                         451, "4.4.2", f"{session.remote} refused RSET: {reply.code} "
                         f"{reply.message}", remote=session.remote))
+            session.open_transaction = False
             stage = "MAIL FROM"
             reply = await smtp.execute_command(*mail_args)
             if reply.code != 250:
                 for d in chunk:
                     done[id(d)] = self._attempt(d, reply, session)
                 return
+            session.open_transaction = True
             stage = "RCPT TO"
             accepted: list[Delivery] = []
             for d in chunk:
@@ -392,8 +396,11 @@ class SmtpClient:
             return
         try:
             reply = await smtp.data(job.message)
+            session.open_transaction = False
         except SMTPResponseException as e:
             reply = SMTPResponse(e.code, e.message)
+            # a refused DATA command leaves the transaction open, a refused message ends it,
+            # and aiosmtplib does not say which: the next transaction starts with RSET
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as e:
             smtp.close()
             for d in accepted:
