@@ -9,7 +9,7 @@ retried only where it failed. Serialised as JSON, so a spool can be read with ``
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -97,7 +97,15 @@ class Envelope:
         return all(r.final for r in self.recipients)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
+        # the same dict as dataclasses.asdict, built without its deep copy (once per put)
+        raw: dict[str, Any] = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
+        raw["recipients"] = [
+            {"address": r.address,
+             "deliveries": [{name: getattr(d, name) for name in _DELIVERY_FIELDS}
+                            for d in r.deliveries],
+             "orcpt": r.orcpt, "notify": None if r.notify is None else list(r.notify)}
+            for r in self.recipients]
+        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Envelope:
@@ -113,3 +121,8 @@ class Envelope:
             for r in raw.pop("recipients")
         ]
         return cls(recipients=recipients, **raw)
+
+
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
+_DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
+assert tuple(f.name for f in fields(Recipient)) == ("address", "deliveries", "orcpt", "notify")

@@ -173,8 +173,8 @@ class _Staged:
     qid: str
     envelope: Envelope
     saved: tuple[str, int]   # the envelope's id and size before the put, restored on error
-    staged: Path             # tmp/ID.env
-    target: Path             # active/ID.env
+    staged: str              # tmp/ID.env
+    target: str              # active/ID.env
 
 
 def _settle(done: asyncio.Future[str], *, result: str = "",
@@ -191,7 +191,7 @@ class _DirSync:
     """Group commit of one directory: ``sync()`` returns once an fsync of the directory that
     started after the call has finished. Concurrent callers share one fsync."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         self._cond = threading.Condition()
         self._issued = 0   # tickets handed out
@@ -241,24 +241,25 @@ class _Pool:
     second name). Anything in ``free/`` may be removed at any time."""
 
     def __init__(self, root: Path) -> None:
-        self.free_dir = root / FREE
-        self.tmp_dir = root / TMP
+        # str, not Path: these are joined several times per message
+        self.free_dir = f"{root}/{FREE}"
+        self.tmp_dir = f"{root}/{TMP}"
         self._lock = threading.Lock()
         self._names: deque[str] = deque()
         self._size = 0            # spares in free/, as far as this process knows
         self._listed_at = -1.0    # when free/ was last listed
         self._counter = itertools.count()
 
-    def take(self, dest: Path) -> int | None:
+    def take(self, dest: str) -> int | None:
         """Link a spare at ``dest`` (which must not exist: FileExistsError) and return it
         open for writing; None when there is no spare."""
         for _ in range(64):
             name = self._next()
             if name is None:
                 return None
-            claim = self.tmp_dir / f"{dest.name}.claim"
+            claim = f"{self.tmp_dir}/{os.path.basename(dest)}.claim"
             try:
-                os.rename(self.free_dir / name, claim)
+                os.rename(f"{self.free_dir}/{name}", claim)
             except FileNotFoundError:  # another thread or process took it
                 continue
             try:
@@ -282,12 +283,12 @@ class _Pool:
             return fd
         return None
 
-    def give(self, path: Path, *, link: bool = False) -> str | None:
+    def give(self, path: str, *, link: bool = False) -> str | None:
         """Keep the file at ``path`` as a spare (``link``: as a second name, the caller
         replaces ``path`` next; then register() the returned name afterwards). A file the
         pool cannot keep is removed (or, with ``link``, left alone)."""
         try:
-            size = path.lstat().st_size
+            size = os.lstat(path).st_size
         except OSError:
             return None
         if size > POOL_FILE_MAX or not self._room():
@@ -296,7 +297,7 @@ class _Pool:
             return None
         name = f"{os.getpid()}.{next(self._counter)}"
         try:
-            (os.link if link else os.rename)(path, self.free_dir / name)
+            (os.link if link else os.rename)(path, f"{self.free_dir}/{name}")
         except OSError:
             if not link:
                 _unlink(path)
@@ -324,10 +325,10 @@ class _Pool:
         self._size, self._listed_at = len(names), time.monotonic()
         return names
 
-    def _give_name(self, claim: Path) -> None:
+    def _give_name(self, claim: str) -> None:
         with suppress(OSError):
             name = f"{os.getpid()}.{next(self._counter)}"
-            os.rename(claim, self.free_dir / name)
+            os.rename(claim, f"{self.free_dir}/{name}")
             self.register(name)
 
     def _next(self) -> str | None:
@@ -349,6 +350,9 @@ class Spool:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._root = str(self.root)  # hot paths join strings: cheaper than Path
+        self._tmp = f"{self._root}/{TMP}"
+        self._msg_dir = f"{self._root}/{MSG}"
         self.tmp_dir = self.root / TMP
         self.pool_dir = self.root / FREE
         self.msg_dir = self.root / MSG
@@ -498,7 +502,7 @@ class Spool:
         data = bytes(data)
         saved = envelope.id, envelope.size
         qid, fd = self._claim(envelope.id)
-        item = _Staged(qid, envelope, saved, self.tmp_dir / (qid + ENV_SUFFIX),
+        item = _Staged(qid, envelope, saved, f"{self._tmp}/{qid}{ENV_SUFFIX}",
                        self._env(ACTIVE, qid))
         try:
             try:
@@ -550,13 +554,13 @@ class Spool:
             raise QueueError(f"cannot queue message: queue ID {preset} is in use")
         raise QueueError("cannot queue message: no unused queue ID found")
 
-    def _new_file(self, path: Path) -> int:
+    def _new_file(self, path: str) -> int:
         """``path`` created (a spare reused if there is one), open for writing; its old
         contents are overwritten by _fill. FileExistsError if ``path`` exists."""
         fd = self._pool.take(path)
         return os.open(path, _NEW_FILE_FLAGS, 0o600) if fd is None else fd
 
-    def _write_new(self, path: Path, data: bytes) -> None:
+    def _write_new(self, path: str, data: bytes) -> None:
         _unlink(path)  # a leftover of a crashed process that had the same PID
         fd = self._new_file(path)
         try:
@@ -568,9 +572,9 @@ class Spool:
         with self._guard:
             self._inflight.discard(qid)
 
-    def _take_out(self, qid: str, target: Path) -> None:
+    def _take_out(self, qid: str, target: str) -> None:
         """Best effort: remove a message whose put failed after the rename."""
-        grave = self.tmp_dir / f"{qid}.{time.time_ns()}.del"
+        grave = f"{self._tmp}/{qid}.{time.time_ns()}.del"
         try:
             os.rename(target, grave)
         except OSError:
@@ -607,7 +611,7 @@ class Spool:
     def _replace(self, envelope: Envelope, state: str) -> None:
         """Write a new envelope file over the old one; the caller holds the lock."""
         qid = envelope.id
-        staged = self.tmp_dir / f"{qid}.{os.getpid()}.{threading.get_ident()}{ENV_SUFFIX}"
+        staged = f"{self._tmp}/{qid}.{os.getpid()}.{threading.get_ident()}{ENV_SUFFIX}"
         current = self._env(state, qid)
         spare = None
         try:
@@ -617,7 +621,7 @@ class Spool:
         except (OSError, ValueError) as e:
             _unlink(staged)
             if spare is not None:
-                _unlink(self._pool.free_dir / spare)
+                _unlink(f"{self._pool.free_dir}/{spare}")
             what = _describe(e) if isinstance(e, OSError) else f"bad envelope: {e}"
             raise QueueError(f"{qid}: cannot update the envelope: {what}") from e
         if spare is not None:
@@ -647,7 +651,7 @@ class Spool:
         """Remove a message (active or held) for good."""
         with self._locked(qid):
             state = self._state(qid, locked=True)
-            grave = self.tmp_dir / f"{qid}.{time.time_ns()}.del"
+            grave = f"{self._tmp}/{qid}.{time.time_ns()}.del"
             try:
                 os.rename(self._env(state, qid), grave)
             except OSError as e:
@@ -681,7 +685,7 @@ class Spool:
 
     def _quarantine(self, qid: str, state: str) -> Path:
         """Move an envelope that cannot be used to corrupt/ (the message stays in msg/)."""
-        dest = self._env(CORRUPT, qid)
+        dest = Path(self._env(CORRUPT, qid))
         if os.path.lexists(dest):
             dest = self.corrupt_dir / f"{qid}.{time.time_ns()}{ENV_SUFFIX}"
         try:
@@ -714,16 +718,16 @@ class Spool:
     def message_path(self, qid: str) -> Path:
         """The message file; it stays where it is until the message is deleted."""
         self._state(qid)
-        return self._msg(qid)
+        return Path(self._msg(qid))
 
     def envelope_path(self, qid: str) -> Path:
         """Where the envelope file is now (a hold or release moves it)."""
-        return self._env(self._state(qid), qid)
+        return Path(self._env(self._state(qid), qid))
 
     def read_message(self, qid: str) -> bytes:
         self._state(qid)
         try:
-            return self._msg(qid).read_bytes()
+            return _read(self._msg(qid))
         except FileNotFoundError:
             state = self._where(qid)
             if state is None:  # deleted meanwhile
@@ -754,7 +758,7 @@ class Spool:
         for _ in range(1 if locked else 3):
             state = self._state(qid, locked=locked)
             try:
-                return state, self._env(state, qid).read_bytes()
+                return state, _read(self._env(state, qid))
             except FileNotFoundError:  # held or released between looking and reading
                 continue
             except OSError as e:
@@ -793,11 +797,11 @@ class Spool:
         except OSError as e:
             raise QueueError(f"cannot list {self.root / state}: {_describe(e)}") from e
 
-    def _msg(self, qid: str) -> Path:
-        return self.msg_dir / (qid + MSG_SUFFIX)
+    def _msg(self, qid: str) -> str:
+        return f"{self._msg_dir}/{qid}{MSG_SUFFIX}"
 
-    def _env(self, state: str, qid: str) -> Path:
-        return self.root / state / (qid + ENV_SUFFIX)
+    def _env(self, state: str, qid: str) -> str:
+        return f"{self._root}/{state}/{qid}{ENV_SUFFIX}"
 
     # ---------------------------------------------------------------- startup
 
@@ -834,7 +838,7 @@ class Spool:
             for qid in self._listed(state):
                 try:
                     self.load(qid)
-                    if not self._msg(qid).exists():
+                    if not os.path.exists(self._msg(qid)):
                         self._quarantine(qid, self._state(qid))
                         report.corrupt.append(qid)
                 except CorruptEnvelope:
@@ -849,7 +853,7 @@ class Spool:
                 continue
             if (n >= POOL_MAX or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode)
                     or st.st_size > POOL_FILE_MAX):
-                _unlink(self.pool_dir / name)
+                _unlink(f"{self.pool_dir}/{name}")
         corrupt = {n.split(".")[0] for n in os.listdir(self.corrupt_dir)}
         for name in os.listdir(self.msg_dir):
             qid = name.removesuffix(MSG_SUFFIX)
@@ -905,7 +909,7 @@ class Spool:
 
 
 def _dir_syncs(root: Path) -> dict[str, _DirSync]:
-    return {name: _DirSync(root / name) for name in SUBDIRS}
+    return {name: _DirSync(f"{root}/{name}") for name in SUBDIRS}
 
 
 def _check_id(qid: str) -> None:
@@ -937,7 +941,12 @@ def _parse(raw: bytes) -> Envelope:
     return envelope
 
 
-def _unlink(path: Path) -> None:
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _unlink(path: str | os.PathLike[str]) -> None:
     """Remove a file if it is there; a file that cannot be removed is left to recover()."""
     with suppress(OSError):
         os.unlink(path)
