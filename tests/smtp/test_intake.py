@@ -466,6 +466,49 @@ def test_header_size_limit_and_dot_stuffing(example_site: Path, ca: trustme.CA) 
         assert data.endswith(b"\r\n\r\n.leading dot\r\n")  # the client's dot-stuffing undone
 
 
+def test_data_in_any_pieces_and_pipelined_after(server: Server, site: Path) -> None:
+    """DATA is read in blocks: the ending may arrive split across packets, commands
+    pipelined after it in the same packet are kept for the next command, the body is
+    stored byte for byte (NUL and 8-bit included), and the line limit is exact."""
+    r = Raw(server.ports["mx"], RELAY_IP)
+    r.reply()
+    r.cmd("EHLO pieces")
+
+    def transaction() -> None:
+        assert r.cmd("MAIL FROM:<a@example.org>").startswith("250")
+        assert r.cmd("RCPT TO:<rt@inf.example.ac.uk>").startswith("250")
+        assert r.cmd("DATA").startswith("354")
+
+    def stored(reply: str) -> bytes:
+        assert reply.startswith("250 2.0.0"), reply
+        return load(site, QUEUED.search(reply).group(1))[1]  # type: ignore[union-attr]
+
+    transaction()
+    body = b"Subject: pieces\r\n\r\n..first\r\nNUL\x00 and \xff\r\n" + b"y" * 998 + b"\r\n"
+    r.send(body[:-1])
+    for piece in (b"\n", b".", b"\r", b"\n"):  # the ending split across packets
+        time.sleep(0.05)
+        r.send(piece)
+    assert stored(r.reply()).endswith(b"\r\n\r\n.first\r\nNUL\x00 and \xff\r\n"
+                                      + b"y" * 998 + b"\r\n")
+
+    transaction()
+    r.send(b"Subject: two\r\n\r\ntwo\r\n.\r\nMAIL FROM:<b@example.org>\r\n"
+           b"RCPT TO:<rt@inf.example.ac.uk>\r\nDATA\r\n")
+    assert stored(r.reply()).endswith(b"Subject: two\r\n\r\ntwo\r\n")
+    assert r.reply().startswith("250 2.1.0")
+    assert r.reply().startswith("250 2.1.5")
+    assert r.reply().startswith("354")
+    r.send(b".\r\n")  # an empty message: only our Received header
+    empty = stored(r.reply())
+    assert empty.startswith(b"Received: ") and b"\r\n\r\n" not in empty
+
+    transaction()
+    r.send(b"Subject: long\r\n\r\n" + b"z" * 999 + b"\r\n.\r\n")
+    assert r.reply().startswith("500 5.5.2 Line too long")
+    assert r.cmd("QUIT").startswith("221")
+
+
 def test_unwritable_spool_gives_452_and_keeps_nothing(server: Server, site: Path) -> None:
     import shutil
 

@@ -5,13 +5,15 @@
   would refuse with 555,
 - enhanced status codes (RFC 2034) on every reply aiosmtpd writes without one,
 - AUTH PLAIN / LOGIN checked asynchronously, with a per-client failure limit,
-- a 421 on idle timeout instead of a silent close, and a drain mode for SIGTERM.
+- a 421 on idle timeout instead of a silent close, and a drain mode for SIGTERM,
+- DATA read in blocks rather than a line at a time (see ``smtp_DATA``).
 
 Policy stays in ``handler``; this module only speaks the protocol.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import inspect
@@ -47,6 +49,11 @@ _DSN_MAIL = re.compile(r"\s+(RET|ENVID)=(\S*)", re.IGNORECASE)
 _DSN_RCPT = re.compile(r"\s+(NOTIFY|ORCPT)=(\S*)", re.IGNORECASE)
 _XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
 NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+_END_OF_DATA = b"\r\n.\r\n"
+# read() takes at most this much; more than the reader ever buffers (its transport pauses
+# past 2 x line length, after at most one 256 KiB read), so each read empties the buffer
+_READ_ALL = 1 << 22
+_OVERSIZE = b"(over the size limit)"  # compared by identity
 
 
 class _MemberCache:
@@ -239,6 +246,75 @@ class PostroomSMTP(SMTP):
             await self.push(f"501 5.5.4 {e}")
             return
         await super().smtp_RCPT(rest if arg is not None else None)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the message in blocks instead of one ``readuntil`` per
+        line (a quarter of the intake's CPU went there). The rules are aiosmtpd's and RFC
+        5321's: only <CRLF>.<CRLF> ends the data, a leading dot is removed from every line,
+        a line over the length limit gives 500 and a message over the size limit 552, both
+        after the end of the data; what the client pipelined after the end stays in the
+        reader for the next command. Any data received restarts the idle timer."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = await self._read_data()
+        if data is None:  # the client went away
+            return
+        if data is _OVERSIZE:
+            reply = "552 Error: Too much mail data"
+        elif max(map(len, data.split(b"\r\n"))) > self.line_length_limit - 2:
+            reply = "500 Line too long (see RFC5321 4.5.3.1.6)"
+        else:
+            # de-transparency (RFC 5321 4.5.2); the first line is preceded by the 354
+            content = b"\r\n" + data
+            content = content.replace(b"\r\n.", b"\r\n")[2:]
+            self.envelope.content = self.envelope.original_content = content
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push("250 OK" if status is aiosmtpd.smtp.MISSING else status)
+            return
+        self._set_post_data_state()
+        await self.push(reply)
+
+    async def _read_data(self) -> bytes | None:
+        """The raw data up to and including the CRLF before the ending dot; None at EOF.
+        Past the size limit only the end is searched for, what came is dropped, and the
+        answer is ``_OVERSIZE``."""
+        reader = self._reader
+        limit = self.data_size_limit or 0
+        buf = bytearray(b"\r\n")  # so that a lone "." as the first line ends the data too
+        dropped = 0
+        scan = 0
+        while True:
+            try:
+                chunk = await reader.read(_READ_ALL)
+            except asyncio.CancelledError:  # the connection was reset during DATA
+                self._writer.close()
+                raise
+            if not chunk:
+                return None
+            self._reset_timeout()
+            buf += chunk
+            end = buf.find(_END_OF_DATA, scan)
+            if end >= 0:
+                rest = bytes(buf[end + len(_END_OF_DATA):])
+                if rest and not reader.at_eof():
+                    reader.feed_data(rest)  # the buffer is empty: this puts it back in front
+                del buf[end + 2:]
+                if dropped or (limit and len(buf) - 2 > limit):
+                    return _OVERSIZE
+                return bytes(memoryview(buf)[2:])
+            if limit and dropped + len(buf) > limit + 2:
+                dropped += len(buf) - 4
+                del buf[:-4]  # keep what could be the start of the end
+            scan = max(0, len(buf) - 4)
 
     async def smtp_AUTH(self, arg: str) -> None:
         if self.encrypted and self.event_handler.login_paused(self):
