@@ -103,18 +103,24 @@ class _SinkSMTP(SMTP):
         self.transport.close()
 
 
+PIPELINING_DEFAULT = [False]  # tests/delivery run every sink test both ways
+
+
 class Sink:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
                  tls: ssl.SSLContext | None = None, users: dict[str, str] | None = None,
                  dsn: bool = True, smtputf8: bool = True, size: int | None = 33554432,
                  tempfail_rcpt: int = 0, reject_rcpt: set[str] | None = None,
-                 data_reply: str | None = None, drop_in_data: bool = False) -> None:
+                 data_reply: str | None = None, drop_in_data: bool = False,
+                 pipelining: bool | None = None) -> None:
         self.host, self.port = host, port
         self.tls, self.users, self.dsn, self.smtputf8, self.size = tls, users, dsn, smtputf8, size
         self.tempfail_rcpt = tempfail_rcpt
         self.reject_rcpt = set(reject_rcpt or ())
         self.data_reply = data_reply
         self.drop_in_data = drop_in_data
+        # offer PIPELINING (aiosmtpd reads pipelined commands either way); None: the default
+        self.pipelining = PIPELINING_DEFAULT[0] if pipelining is None else pipelining
         self.next_replies: dict[str, list[str]] = {}
         self.connections = 0
         self.transactions = 0
@@ -181,6 +187,8 @@ class Sink:
         session.host_name = hostname
         if self.dsn:
             responses.insert(-1, "250-DSN")
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:

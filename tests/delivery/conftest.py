@@ -34,6 +34,17 @@ MESSAGE = (b"Received: from client.example (client.example [192.0.2.1])\r\n"
 SiteFactory = Callable[..., Site]
 
 
+@pytest.fixture(autouse=True, params=["pipelining", "one command at a time"])
+def sink_pipelining(request: pytest.FixtureRequest) -> Any:
+    """Every courier test runs against sinks that offer PIPELINING (the client then sends
+    a transaction in two writes) and against sinks that do not."""
+    from tests import sinks
+
+    sinks.PIPELINING_DEFAULT[0] = request.param == "pipelining"
+    yield request.param
+    sinks.PIPELINING_DEFAULT[0] = False
+
+
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

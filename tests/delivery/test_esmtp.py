@@ -409,3 +409,52 @@ async def test_unexpected_error_defers(zone: DnsServer, sink: Sink, esmtp: Couri
     [a] = await courier.deliver(make_job("esmtp", "example.test", ["b@example.test"]))
     assert (a.outcome, a.status) == (Outcome.DEFERRED, "4.3.0")
     assert "resolver exploded" in a.text
+
+
+async def test_pipelined_transaction_waits_for_no_reply(zone: DnsServer, esmtp: Couriers,
+                                                        sink_pipelining: str) -> None:
+    """With PIPELINING offered, MAIL, every RCPT and DATA go out before any reply: this
+    server answers nothing until it has read DATA (a client waiting for the MAIL reply
+    would stall, and the server hangs up after 3 s)."""
+    if sink_pipelining != "pipelining":
+        pytest.skip("about servers that offer PIPELINING")
+    seen: list[bytes] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def line() -> bytes:
+            got = await asyncio.wait_for(reader.readuntil(b"\r\n"), 3)
+            seen.append(got)
+            return got
+
+        try:
+            writer.write(b"220 strict.test ESMTP\r\n")
+            await line()  # EHLO
+            writer.write(b"250-strict.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            while await line() != b"DATA\r\n":
+                pass
+            writer.write(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 No such user\r\n"
+                         b"354 Go ahead\r\n")
+            seen.append(await asyncio.wait_for(reader.readuntil(b"\r\n.\r\n"), 3))
+            writer.write(b"250 2.0.0 Ok: queued as P1\r\n")
+            while (await line()).upper() != b"QUIT\r\n":
+                writer.write(b"250 Ok\r\n")
+            writer.write(b"221 2.0.0 Bye\r\n")
+        except (TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    courier = esmtp(port)
+    attempts = await courier.deliver(
+        make_job("esmtp", "example.test", ["b@example.test", "nobody@example.test"]))
+    await courier.aclose()
+    server.close()
+    assert [(a.outcome, a.code) for a in attempts] == [(Outcome.SENT, 250),
+                                                        (Outcome.FAILED, 550)]
+    assert attempts[0].text == "Ok: queued as P1"
+    commands = [x.split(b":")[0] for x in seen[1:4]]
+    assert commands == [b"MAIL FROM", b"RCPT TO", b"RCPT TO"]
+    body = seen[5]
+    assert b"\r\n..a line that starts with a dot\r\n" in body and body.endswith(b"Bye.\r\n.\r\n")

@@ -55,6 +55,7 @@ from aiosmtplib import (
 
 from postroom.delivery.base import Attempt, Job, Outcome, describe, from_error
 from postroom.delivery.mx import Destination, MxResolver, ip_literal, parse_destination
+from postroom.delivery.pipelining import ReplyReader, data_block
 from postroom.errors import DeliveryError, PermanentFailure, TemporaryFailure
 from postroom.queue.envelope import Delivery
 
@@ -345,16 +346,91 @@ class SmtpClient:
             raise PermanentFailure(552, "5.3.4", f"message size {len(job.message)} exceeds "
                                    f"the limit {limit} of {remote}", remote=remote)
         mail_args = _mail_args(smtp, job)
+        pipelining = smtp.supports_extension("pipelining")
         remaining = list(pending)
         while remaining:
             chunk, remaining = remaining[: self.batch], remaining[self.batch:]
+            run = self._pipelined if pipelining else self._transaction
             try:
-                await self._transaction(session, job, chunk, mail_args, done)
+                await run(session, job, chunk, mail_args, done)
             finally:
                 session.transactions += 1
             if not session.alive:
                 return remaining
         return []
+
+    async def _pipelined(self, session: _Session, job: Job, chunk: list[Delivery],
+                         mail_args: list[bytes], done: dict[int, Attempt]) -> None:
+        """One transaction as two writes (RFC 2920), for servers that offer PIPELINING;
+        the outcomes are those of ``_transaction``."""
+        smtp, remote = session.smtp, session.remote
+        dsn = smtp.supports_extension("dsn")
+        reset = session.open_transaction
+        commands = [b"RSET"] if reset else []
+        commands.append(b" ".join(mail_args))
+        commands += [b" ".join(_rcpt_args(job, d, dsn)) for d in chunk]
+        commands.append(b"DATA")
+        if any(b"\r" in c or b"\n" in c for c in commands):
+            raise PermanentFailure(501, "5.5.2", "an address contains a line break")
+        stage = "MAIL FROM"
+        accepted: list[Delivery] = []
+        try:
+            with ReplyReader.lend(smtp) as reader:
+                reader.write(b"\r\n".join(commands) + b"\r\n")
+                async with asyncio.timeout(self.command_timeout):
+                    if reset:
+                        reply = await reader.reply()
+                        if reply.code != 250:
+                            smtp.close()
+                            raise _Interrupted(TemporaryFailure(
+                                451, "4.4.2", f"{remote} refused RSET: {reply.code} "
+                                f"{reply.message}", remote=remote))
+                    session.open_transaction = False
+                    mail = await reader.reply()
+                    stage = "RCPT TO"
+                    rcpts = [await reader.reply() for _ in chunk]
+                    stage = "DATA"
+                    data = await reader.reply()
+                if mail.code != 250:
+                    for d in chunk:
+                        done[id(d)] = self._attempt(d, mail, session)
+                else:
+                    session.open_transaction = True
+                    for d, reply in zip(chunk, rcpts, strict=True):
+                        if reply.code in (250, 251):
+                            accepted.append(d)
+                        else:
+                            done[id(d)] = self._attempt(d, reply, session)
+                if data.code == 354 and not accepted:  # a server that should have said 503
+                    reader.write(b".\r\n")
+                    async with asyncio.timeout(self.command_timeout):
+                        await reader.reply()
+                    return
+                if not accepted:
+                    return
+                if data.code != 354:
+                    for d in accepted:
+                        done[id(d)] = self._attempt(d, data, session)
+                    return
+                stage = "message"
+                reader.write(data_block(job.message))
+                async with asyncio.timeout(self.command_timeout):
+                    final = await reader.reply()
+                session.open_transaction = False
+        except (SMTPServerDisconnected, TimeoutError, OSError) as e:
+            smtp.close()
+            why = "no reply in time" if isinstance(e, TimeoutError) else _reason(e)
+            if stage != "message":
+                raise _Interrupted(TemporaryFailure(
+                    451, "4.4.2", f"lost connection with {remote} during {stage}: {why}",
+                    remote=remote)) from None
+            for d in accepted:
+                done[id(d)] = Attempt(d, Outcome.DEFERRED, 451, "4.4.2",
+                                      f"lost connection with {remote} while sending "
+                                      f"the message: {why}", remote, session.tls)
+            return
+        for d in accepted:
+            done[id(d)] = self._attempt(d, final, session)
 
     async def _transaction(self, session: _Session, job: Job, chunk: list[Delivery],
                            mail_args: list[bytes], done: dict[int, Attempt]) -> None:
