@@ -207,18 +207,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--messages", type=int, default=5000)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="postroom intake processes (default 0: the server's own, two per core)")
     ap.add_argument("--skip-postfix", action="store_true")
     ap.add_argument("--only", choices=["accept", "idle", "big"], default=None)
     args = ap.parse_args(argv)
     results: dict[str, Any] = {"machine": common.machine_info(), "argv": sys.argv}
     if args.only in (None, "accept"):
+        kinds = ["postroom"] + ([] if args.skip_postfix else ["postfix"])
         for rcpts in (1, 10):
-            for kind in ("postroom", "postfix"):
-                if kind == "postfix" and args.skip_postfix:
-                    continue
-                runs = [one_run(kind, rcpts, args.messages, args.workers)
-                        for _ in range(args.runs)]
+            # alternate the servers run by run, so that drift on the machine hits both
+            by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+            for _ in range(args.runs):
+                for kind in kinds:
+                    by_kind[kind].append(one_run(kind, rcpts, args.messages, args.workers))
+            for kind, runs in by_kind.items():
                 key = f"{kind}_r{rcpts}"
                 results[key] = {"runs": runs,
                                 "accept_median": common.median_of(
