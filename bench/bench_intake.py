@@ -128,7 +128,8 @@ def one_run(kind: str, rcpts: int, messages: int, workers: int) -> dict[str, Any
             if kind == "postfix":
                 time.sleep(0.5)
             common.quiet_gate(timeout_s=30)
-            trees = {"server": server.pid if kind == "postroom" else server.master_pid()}
+            trees = {"server": server.pid if kind == "postroom" else server.master_pid(),
+                     "sink": sink.pid}
             with common.ProcessSampler(trees) as sampler:
                 res = common.run_smtp_source(port, messages, rcpts=rcpts)
                 sampler.mark("accepted")
@@ -139,7 +140,8 @@ def one_run(kind: str, rcpts: int, messages: int, workers: int) -> dict[str, Any
             while sink.messages() < expected and time.monotonic() < end:
                 time.sleep(0.05)
             e2e = (done - res["t_start"]) if done else None
-            win = sampler.window("start", "empty")
+            # the load tools are measured too, so "foreign" is only what is not ours
+            win = sampler.window("start", "empty", {"source": res["source_cpu_s"]})
             return {
                 "accept_msgs_per_s": res["msgs_per_s"],
                 "e2e_msgs_per_s": round(messages / e2e, 1) if e2e else None,
@@ -147,6 +149,9 @@ def one_run(kind: str, rcpts: int, messages: int, workers: int) -> dict[str, Any
                 "server_cpu_pct": win["cpu_pct"]["server"],
                 "box_cpu_pct": win.get("box_cpu_pct"),
                 "foreign_cpu_pct": win.get("foreign_cpu_pct"),
+                "steal_pct": win.get("steal_pct"),
+                "sink_cpu_pct": win["cpu_pct"]["sink"],
+                "top_foreign": win.get("top_foreign"),
                 "peak_rss_mb": round(sampler.peak_rss.get("server", 0) / 2**20, 1),
                 "source_cpu_pct": res["source_cpu_pct"],
                 "command": res["command"],

@@ -440,42 +440,46 @@ class Spool:
         envelope written and fsynced), one fsync of ``msg/``, the renames into ``active/``,
         one fsync of ``active/``; then answer each waiting put."""
         batch, self._batch = self._batch, []
-        staged: list[tuple[_Staged, asyncio.Future[str]]] = []
-        for envelope, data, done in batch:
-            try:
-                staged.append((self._stage(envelope, data), done))
-            except BaseException as e:  # handed to the waiting put
-                _settle(done, error=e)
-        if not staged:
-            return
         try:
-            self._syncs[MSG].sync()  # the messages are durable before their envelopes appear
-        except OSError as e:
-            for item, done in staged:
-                self._unstage(item)
-                _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
-            return
-        published: list[tuple[_Staged, asyncio.Future[str]]] = []
-        for item, done in staged:
+            staged: list[tuple[_Staged, asyncio.Future[str]]] = []
+            for envelope, data, done in batch:
+                try:
+                    staged.append((self._stage(envelope, data), done))
+                except BaseException as e:  # handed to the waiting put
+                    _settle(done, error=e)
+            if not staged:
+                return
             try:
-                os.rename(item.staged, item.target)
+                self._syncs[MSG].sync()  # the messages are durable before their envelopes appear
             except OSError as e:
-                self._unstage(item)
-                _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
-            else:
-                published.append((item, done))
-            finally:
-                self._forget(item.qid)
-        try:
-            self._syncs[ACTIVE].sync()
-        except OSError as e:
+                for item, done in staged:
+                    self._unstage(item)
+                    _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
+                return
+            published: list[tuple[_Staged, asyncio.Future[str]]] = []
+            for item, done in staged:
+                try:
+                    os.rename(item.staged, item.target)
+                except OSError as e:
+                    self._unstage(item)
+                    _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
+                else:
+                    published.append((item, done))
+                finally:
+                    self._forget(item.qid)
+            try:
+                self._syncs[ACTIVE].sync()
+            except OSError as e:
+                for item, done in published:
+                    self._take_out(item.qid, item.target)
+                    item.envelope.id, item.envelope.size = item.saved
+                    _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
+                return
             for item, done in published:
-                self._take_out(item.qid, item.target)
-                item.envelope.id, item.envelope.size = item.saved
-                _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
-            return
-        for item, done in published:
-            _settle(done, result=item.qid)
+                _settle(done, result=item.qid)
+        finally:  # an unexpected error: no put may wait forever (the loop logs the error)
+            for _, _, done in batch:
+                _settle(done, error=QueueError("cannot queue message: internal error"))
 
     def _put(self, envelope: Envelope, data: bytes) -> str:
         item = self._stage(envelope, data)
