@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import inspect
+import logging
 import re
 import ssl
 from typing import Any
@@ -89,15 +90,29 @@ _dir_cache: dict[type, list[str]] = {}
 
 def _class_dir(obj: Any) -> list[str]:
     """``dir()`` for aiosmtpd's per-connection scans of ``smtp_*`` and ``handle_*``
-    methods, which are class attributes: computed once per class."""
+    methods (its only uses of ``dir``), which are class attributes: computed once per
+    class, and only those names."""
     names = _dir_cache.get(type(obj))
     if names is None:
-        names = _dir_cache[type(obj)] = dir(obj)
+        names = _dir_cache[type(obj)] = [
+            n for n in dir(obj) if n.startswith(("smtp_", "handle_"))]
     return names
 
 
+def _sanitized_log(func: Any, msg: str, *args: Any, **kwargs: Any) -> None:
+    """aiosmtpd's ``sanitized_log``, which masks AUTH secrets in logged command lines;
+    here it first asks whether the line would be logged at all (it is called for every
+    command)."""
+    logger = getattr(func, "__self__", None)
+    level = logging.DEBUG if getattr(func, "__name__", "") == "debug" else logging.INFO
+    if logger is None or logger.isEnabledFor(level):
+        _aiosmtpd_sanitized_log(func, msg, *args, **kwargs)
+
+
+_aiosmtpd_sanitized_log = aiosmtpd.smtp.sanitized_log
 aiosmtpd.smtp.inspect = _MemberCache  # type: ignore[attr-defined]
 aiosmtpd.smtp.dir = _class_dir  # type: ignore[attr-defined]  # shadows the builtin there
+aiosmtpd.smtp.sanitized_log = _sanitized_log
 
 
 class DsnError(ValueError):
