@@ -11,6 +11,7 @@ With one worker (``--workers 1``) everything runs in the master's own event loop
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -124,6 +125,10 @@ async def _intake_only(reloader: Reloader,
     await intake.start()
     intake.install_signals()
     delivery.start(signals=False)
+    # The maps, the profile and the imported modules live as long as the process: keep
+    # them out of the collector's full passes, which would otherwise walk them all again
+    # and again under load.
+    gc.freeze()
     await intake.wait()
     await delivery.stop()
 
