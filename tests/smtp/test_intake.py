@@ -192,6 +192,19 @@ def test_failed_auth_is_rate_limited(server: Server, ca: trustme.CA) -> None:
         assert _auth_code(c) == 454
 
 
+def test_auth_limit_holds_across_intake_processes(example_site: Path, ca: trustme.CA) -> None:
+    """Three intake processes share the listening socket, so a guesser's connections land
+    on any of them: the count is still one per client address."""
+    with serving(example_site, ca, workers=3) as s:
+        codes = []
+        for _ in range(9):
+            with client(s.ports["submissions"], OUTSIDE_IP, tls=True, ca=ca) as c:
+                c.ehlo("guesser")
+                c.user, c.password = "alice", "guess"
+                codes.append(_auth_code(c))
+    assert codes == [535] * 5 + [454] * 4
+
+
 def _auth_code(c: smtplib.SMTP) -> int:
     """One AUTH PLAIN exchange (smtplib's login() would try several mechanisms)."""
     try:

@@ -1,39 +1,109 @@
 """Checking SMTP AUTH credentials without blocking the event loop, with a per-client
-limit on failures (a password-guessing client is paused, not served)."""
+limit on failures shared by all intake processes (a password-guessing client is paused,
+not served)."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 AUTH_PAUSED = "454 4.7.0 Too many failed authentication attempts; try again later"
 
 
-@dataclass
 class FailureLimiter:
-    limit: int
-    pause: float
-    clock: Callable[[], float] = time.monotonic
-    _failures: dict[str, list[float]] = field(default_factory=dict)
+    """Failed AUTH attempts per client address, shared by every intake process of a server
+    through one small file (``state/auth-failures``): ``limit`` failures within ``pause``
+    seconds of the first pause that address until those seconds have passed.
+
+    The file is a table of SLOTS fixed-size records (key, window start, count), found by a
+    hash of the address with a few probes, read and written under ``flock``. A spray from
+    more addresses than slots evicts the oldest windows, so memory and disk stay bounded."""
+
+    SLOTS = 8192
+    PROBES = 8
+    _RECORD = struct.Struct("<QdI4x")  # address hash (0 = free), window start, failures
+
+    def __init__(self, limit: int, pause: float, path: os.PathLike[str] | str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.limit, self.pause, self.clock = limit, pause, clock
+        self.path = os.fspath(path)
+        self._fd = -1
 
     def paused(self, client: str) -> bool:
-        times = self._failures.get(client)
-        if not times:
-            return False
-        now = self.clock()
-        times[:] = [t for t in times if now - t < self.pause]
-        return len(times) >= self.limit
+        with self._table() as table:
+            slot = self._find(table, _key(client), claim=False)
+            if slot is None:
+                return False
+            _, start, count = self._RECORD.unpack_from(table, slot)
+            return count >= self.limit and self.clock() - start < self.pause
 
     def failed(self, client: str) -> None:
-        self._failures.setdefault(client, []).append(self.clock())
-        if len(self._failures) > 10000:  # bound memory under a spray from many addresses
-            oldest = min(self._failures, key=lambda c: self._failures[c][-1])
-            del self._failures[oldest]
+        key = _key(client)
+        with self._table() as table:
+            slot = self._find(table, key, claim=True)
+            assert slot is not None
+            found, start, count = self._RECORD.unpack_from(table, slot)
+            now = self.clock()
+            if found != key or now - start >= self.pause:
+                start, count = now, 0
+            self._RECORD.pack_into(table, slot, key, start, count + 1)
 
     def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
+        with self._table() as table:
+            slot = self._find(table, _key(client), claim=False)
+            if slot is not None:
+                self._RECORD.pack_into(table, slot, 0, 0.0, 0)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _find(self, table: mmap.mmap, key: int, *, claim: bool) -> int | None:
+        """The slot holding ``key``; with ``claim``, else a free or expired one, else the
+        one whose window is oldest."""
+        size = self._RECORD.size
+        first = key % self.SLOTS
+        spare, spare_start = None, float("inf")
+        now = self.clock()
+        for i in range(self.PROBES):
+            slot = ((first + i) % self.SLOTS) * size
+            found, start, _ = self._RECORD.unpack_from(table, slot)
+            if found == key:
+                return slot
+            if not claim:
+                continue
+            if found == 0 or now - start >= self.pause:
+                start = -1.0  # free: better than any live window
+            if start < spare_start:
+                spare, spare_start = slot, start
+        return spare
+
+    @contextmanager
+    def _table(self) -> Iterator[mmap.mmap]:
+        if self._fd < 0:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if os.fstat(fd).st_size < self.SLOTS * self._RECORD.size:
+                os.ftruncate(fd, self.SLOTS * self._RECORD.size)
+            self._fd = fd
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            with mmap.mmap(self._fd, self.SLOTS * self._RECORD.size) as table:
+                yield table
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _key(client: str) -> int:
+    return int.from_bytes(hashlib.blake2b(client.encode(), digest_size=8).digest()) or 1
 
 
 class Authenticator:

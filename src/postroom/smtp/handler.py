@@ -55,7 +55,10 @@ class Handler:
         site = self.reloader.current.site
         p = site.profile
         self.networks = Networks(p.networks.inbound, p.networks.relay)
-        self.limiter = FailureLimiter(p.limits.auth_failures, p.limits.auth_pause)
+        if getattr(self, "limiter", None) is not None:
+            self.limiter.close()
+        self.limiter = FailureLimiter(p.limits.auth_failures, p.limits.auth_pause,
+                                      site.state_dir / "auth-failures")
         self.authenticator = Authenticator(site)
 
     def reconfigure(self) -> None:
