@@ -108,7 +108,7 @@ def test_hold_release_delete(queued: Path) -> None:
     assert "-- 4 Kbytes in 1 Request.\n" in queue(queued).stdout
 
 
-@pytest.mark.parametrize("command", ["show", "hold", "release", "delete", "flush"])
+@pytest.mark.parametrize("command", ["show", "hold", "release", "delete", "flush", "bounce"])
 def test_unknown_id(queued: Path, command: str) -> None:
     r = queue(queued, command, "8DtEjreMK0003")
     assert r.returncode == 67
@@ -124,6 +124,21 @@ def test_unknown_id_among_good_ones(queued: Path) -> None:
     assert r.stdout == f"{FIRST}: held\n"
     with Spool(queued / "queue") as spool:
         assert spool.is_held(FIRST)
+
+
+def test_bounce_fails_what_is_left_and_releases(queued: Path) -> None:
+    r = queue(queued, "bounce", FIRST, SECOND)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (f"{FIRST}: returned to sender\n{SECOND}: returned to sender\n"
+                        "no server running (the bounces go out when it starts)\n")
+    with Spool(queued / "queue") as spool:
+        states = [(d.user, d.state, d.status, d.last_error)
+                  for d in spool.load(FIRST).deliveries]
+        assert not spool.is_held(SECOND)
+    why = "returned to the sender by the postmaster"
+    assert states == [("bob@example.net", RcptState.FAILED, "5.0.0", why),
+                      ("carol", RcptState.FAILED, "5.0.0", why),
+                      ("d@x.org", RcptState.SENT, "", "")]  # made already: stays made
 
 
 def test_flush_without_server(queued: Path) -> None:

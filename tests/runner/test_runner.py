@@ -160,6 +160,22 @@ async def test_permanent_failure_bounces_with_rfc3464_dsn(rig: Rig) -> None:
     assert f"{qid}: sender notify: failed" in rig.log()
 
 
+async def test_returned_by_the_postmaster(rig: Rig) -> None:
+    """``postroom queue bounce``: a deferred message goes back to its sender at once."""
+    rig.sink.tempfail_rcpt = 1
+    qid = await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    await rig.run()
+    assert rig.spool.load(qid).deliveries[0].state is RcptState.DEFERRED
+    rig.spool.modify(qid, lambda env: env.return_to_sender("returned by the postmaster") > 0)
+    rig.runner.flush()  # what the command's SIGUSR1 does in the server
+    await rig.run()
+    (bounce,) = rig.maildir("rt")
+    _, (f,), _ = dsn_parts(bounce)
+    assert (f["Action"], f["Status"]) == ("failed", "5.0.0")
+    assert f["Diagnostic-Code"] == "x-postroom; returned by the postmaster"
+    assert rig.spool.ids() == [] and rig.sink.messages == []
+
+
 async def test_ret_hdrs_returns_headers_only(rig: Rig) -> None:
     rig.sink.reject_rcpt = {"neilb@staffmail.example.ac.uk"}
     await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"], ret="HDRS")

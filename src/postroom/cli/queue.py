@@ -1,5 +1,5 @@
-"""``postroom queue``: list the spool like ``mailq``; show, hold, release, delete and flush
-messages.
+"""``postroom queue``: list the spool like ``mailq``; show, hold, release, delete, bounce
+and flush messages.
 
 The listing is Postfix's ``mailq`` format, so scripts written for it keep working::
 
@@ -106,6 +106,32 @@ def delete(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> N
         _each(qids, spool.delete, "deleted")
 
 
+BOUNCE_REASON = "returned to the sender by the postmaster"
+
+
+@queue.command()
+@site_option
+@click.argument("qids", metavar="ID...", nargs=-1, required=True)
+@click.pass_context
+@reports_errors
+def bounce(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> None:
+    """Return messages to their senders now: every delivery not yet made fails with status
+    5.0.0, and the server sends the bounce (a held message is released for that)."""
+    from postroom import site as site_mod
+
+    site = site_mod.load(site_dir or (ctx.obj if isinstance(ctx.obj, str) else None))
+    with Spool(site.queue_dir) as spool:
+
+        def return_it(qid: str) -> None:
+            spool.modify(qid, lambda env: env.return_to_sender(BOUNCE_REASON) > 0)
+            spool.release(qid)
+
+        failed = _each(qids, return_it, "returned to sender", exit_on_error=False)
+    click.echo(_tell_server(site, "no server running (the bounces go out when it starts)"))
+    if failed:
+        sys.exit(failed)
+
+
 @queue.command()
 @site_option
 @click.argument("qids", metavar="[ID]...", nargs=-1)
@@ -137,14 +163,20 @@ def flush(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> No
             failed = _each(spool.ids(include_held=False), reschedule, None,
                            exit_on_error=False, skip_gone=True)
     what = f"{changed} message{'' if changed == 1 else 's'} with deferred deliveries rescheduled"
-    pid = site.server_pid()
-    if pid is None:
-        click.echo(f"{what}; no server running (the queue runs when it starts)")
-    else:
-        os.kill(pid, signal.SIGUSR1)
-        click.echo(f"{what}; server {pid} told to run the queue")
+    click.echo(f"{what}; "
+               f"{_tell_server(site, 'no server running (the queue runs when it starts)')}")
     if failed:
         sys.exit(failed)
+
+
+def _tell_server(site: object, idle: str) -> str:
+    """SIGUSR1 to the running server, which runs the queue now; says what happened
+    (``idle`` when no server runs)."""
+    pid = site.server_pid()  # type: ignore[attr-defined]
+    if pid is None:
+        return idle
+    os.kill(pid, signal.SIGUSR1)
+    return f"server {pid} told to run the queue"
 
 
 # ------------------------------------------------------------------------ helpers

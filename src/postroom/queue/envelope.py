@@ -96,6 +96,14 @@ class Envelope:
     def done(self) -> bool:
         return all(r.final for r in self.recipients)
 
+    def return_to_sender(self, reason: str, status: str = "5.0.0") -> int:
+        """Fail every delivery not yet final, so that the runner sends the bounce (as the
+        lifetime's end does); returns how many it failed."""
+        pending = [d for d in self.deliveries if not d.final]
+        for d in pending:
+            d.state, d.status, d.last_error, d.next_attempt = RcptState.FAILED, status, reason, 0.0
+        return len(pending)
+
     def to_json(self) -> bytes:
         # the same dict as dataclasses.asdict, built without its deep copy (once per put)
         raw: dict[str, Any] = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
