@@ -160,6 +160,43 @@ async def test_permanent_failure_bounces_with_rfc3464_dsn(rig: Rig) -> None:
     assert f"{qid}: sender notify: failed" in rig.log()
 
 
+async def test_retry_follows_a_forward_changed_meanwhile(rig: Rig) -> None:
+    """Routing happens again at delivery time: neilb's mailbox moved here while his mail
+    waited, so the retry goes to the new place and staffmail is not tried again."""
+    rig.sink.tempfail_rcpt = 1
+    qid = await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    await rig.run()
+    assert rig.spool.load(qid).deliveries[0].state is RcptState.DEFERRED
+    forwards = rig.site / "maps/forwards"
+    forwards.write_text(forwards.read_text().replace(
+        "neilb:      neilb@staffmail.example.ac.uk", "neilb:      rt"))
+    assert rig.runner.reloader.reload(), rig.runner.reloader.last_error
+    rig.clock.now += 400
+    await rig.run()
+    (moved,) = rig.maildir("rt")
+    assert moved["Subject"] == "hello"
+    assert rig.sink.messages == [] and rig.sink.rcpt_commands == 1
+    assert rig.spool.ids() == []
+    assert (f"{qid}: <neilb@inf.example.ac.uk> rerouted by the current maps: "
+            "esmtp:neilb@staffmail.example.ac.uk -> local:rt") in rig.log()
+
+
+async def test_retry_keeps_its_routes_when_the_maps_now_refuse(rig: Rig) -> None:
+    """A map edit that drops the user must not bounce mail already accepted."""
+    rig.sink.tempfail_rcpt = 1
+    await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    await rig.run()
+    forwards = rig.site / "maps/forwards"
+    forwards.write_text(forwards.read_text().replace(
+        "neilb:      neilb@staffmail.example.ac.uk\n", ""))
+    assert rig.runner.reloader.reload(), rig.runner.reloader.last_error
+    assert not rig.runner.reloader.current.resolver.resolve("neilb").deliverable
+    rig.clock.now += 400
+    await rig.run()
+    assert [m.rcpt_tos for m in rig.sink.messages] == [["neilb@staffmail.example.ac.uk"]]
+    assert rig.spool.ids() == []
+
+
 async def test_returned_by_the_postmaster(rig: Rig) -> None:
     """``postroom queue bounce``: a deferred message goes back to its sender at once."""
     rig.sink.tempfail_rcpt = 1

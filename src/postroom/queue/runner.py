@@ -7,6 +7,10 @@ couriers, records every attempt in the envelope, and sends the DSNs that are owe
      next retry ◀── spool.update(envelope) ◀── expire past lifetime, delay warning, DSNs
                                                 └─▶ all final and notified: spool.delete
 
+A message read back from the spool (a retry, or one another process left) is routed again
+with the current maps first (``_reroute``); the first attempt uses the routes intake just
+made.
+
 Delivery is at least once: the envelope is rewritten (durably) after each round, so a
 crash between a courier's success and that rewrite can repeat a delivery, never lose one.
 A DSN is queued (durably) before the envelope records that it was sent, for the same
@@ -212,6 +216,8 @@ class QueueRunner:
             if env.held:
                 self.due.pop(qid, None)
                 return
+            if pre is None:  # routed a while ago: the maps may have changed since
+                self._reroute(env)
             now = self.clock()
             groups: dict[tuple[str, str], list[Delivery]] = {}
             for d in env.deliveries:
@@ -229,6 +235,31 @@ class QueueRunner:
             self.due[qid] = self.clock() + 60
         finally:
             self.claims.release(qid)
+
+    def _reroute(self, env: Envelope) -> None:
+        """Route every recipient not yet done again with the maps as they are now, so that
+        mail waiting for a user whose forward changed goes to the new place. Deliveries
+        already made stay as they are. A recipient the maps would now refuse keeps the
+        routes it was queued with: a mistake in a map must not bounce mail already taken."""
+        resolver = self.reloader.current.resolver
+        for r in env.recipients:
+            if r.final:
+                continue
+            routes = resolver.resolve(r.address).routes
+            if not routes or not all(x.deliverable for x in routes):
+                continue
+            have = {(d.mailer, d.host, d.user): d for d in r.deliveries}
+            wanted = {(x.mailer, x.host, x.user): x for x in routes}
+            if all(key in have for key in wanted) and all(
+                    d.final or key in wanted for key, d in have.items()):
+                continue  # nothing changed for this recipient
+            before = ", ".join(f"{d.mailer}:{d.user}" for d in r.deliveries if not d.final)
+            r.deliveries = ([d for key, d in have.items() if d.final and key not in wanted]
+                            + [have.get(key) or Delivery.from_route(x)
+                               for key, x in wanted.items()])
+            after = ", ".join(f"{d.mailer}:{d.user}" for d in r.deliveries if not d.final)
+            maillog.line(f"{env.id}: <{r.address}> rerouted by the current maps: "
+                         f"{before or 'nothing left'} -> {after or 'nothing left'}")
 
     def _preloaded(self, qid: str) -> tuple[Envelope, bytes] | None:
         pre = self.preloaded.pop(qid, None)
