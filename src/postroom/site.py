@@ -151,7 +151,11 @@ class RelayHost(_Section):
 
     host: str = Field(description="as written in the route, e.g. [smtp.staffmail.example.ac.uk]")
     port: int = Field(25, ge=1, le=65535)
-    tls: Literal["opportunistic", "required", "never"] = "opportunistic"
+    tls: Literal["opportunistic", "required", "verify", "never"] = Field(
+        "opportunistic", description="verify: required, and the certificate must be valid "
+        "for the host name (or IP) of the route")
+    ca_file: str = Field("", description="CA certificates (PEM) for tls = verify; empty = "
+                         "the system's")
     username: str = ""
     password_file: str = Field("", description="file holding the password (keep it 0600)")
 

@@ -94,6 +94,46 @@ async def test_required_tls_not_offered(relay: Relays) -> None:
     assert sink.messages == []
 
 
+@pytest.fixture
+def ca_file(ca: trustme.CA, make_site: SiteFactory, tmp_path: Any) -> str:
+    path = tmp_path / "relay-ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+async def test_verified_tls(relay: Relays, ca: trustme.CA, ca_file: str) -> None:
+    async with Sink(tls=server_tls(ca, "127.0.0.1"), users=USERS) as sink:
+        courier = relay(sink.port, tls="verify", ca_file=ca_file, username="relayuser",
+                        password=USERS["relayuser"])
+        [a] = await courier.deliver(make_job("relay", "[127.0.0.1]", ["bob@example.org"]))
+    assert a.outcome is Outcome.SENT, a.reply
+    assert sink.messages[0].login == "relayuser" and sink.messages[0].tls
+
+
+@pytest.mark.parametrize("problem", ["certificate for another name", "unknown CA"])
+async def test_verify_refuses_a_bad_certificate(relay: Relays, ca: trustme.CA, ca_file: str,
+                                                problem: str) -> None:
+    """tls = verify never falls back to plain text or an unchecked certificate, and never
+    sends the password."""
+    issuer = ca if problem == "certificate for another name" else trustme.CA()
+    name = "other.example.org" if problem == "certificate for another name" else "127.0.0.1"
+    async with Sink(tls=server_tls(issuer, name), users=USERS) as sink:
+        courier = relay(sink.port, tls="verify", ca_file=ca_file, username="relayuser",
+                        password=USERS["relayuser"])
+        [a] = await courier.deliver(make_job("relay", "[127.0.0.1]", ["bob@example.org"]))
+    assert (a.outcome, a.code, a.status) == (Outcome.DEFERRED, 451, "4.7.5")
+    assert "certificate verify failed" in a.text, a.text
+    assert sink.messages == [] and sink.connections == 1
+
+
+async def test_verify_with_unreadable_ca_file_defers(relay: Relays, ca: trustme.CA) -> None:
+    async with Sink(tls=server_tls(ca)) as sink:
+        courier = relay(sink.port, tls="verify", ca_file="secrets/nosuch-ca.pem")
+        [a] = await courier.deliver(make_job("relay", "[127.0.0.1]", ["bob@example.org"]))
+    assert (a.outcome, a.status) == (Outcome.DEFERRED, "4.7.5")
+    assert "cannot load the CA certificates" in a.text and "nosuch-ca.pem" in a.text
+
+
 async def test_smart_host_without_entry(make_site: SiteFactory) -> None:
     async with Sink() as sink:
         courier = RelayCourier(make_site())

@@ -53,6 +53,7 @@ class RelayCourier:
         if relay is None:
             return Policy(port=destination.port or 25, tls=self.site.profile.delivery.starttls)
         return Policy(port=destination.port or relay.port, tls=relay.tls,
+                      ca_file=self.site.path(relay.ca_file) if relay.ca_file else None,
                       username=relay.username,
                       password_file=self.site.path(relay.password_file)
                       if relay.password_file else None)

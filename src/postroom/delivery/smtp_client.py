@@ -61,7 +61,7 @@ from postroom.queue.envelope import Delivery
 
 log = logging.getLogger(__name__)
 
-TlsMode = Literal["opportunistic", "required", "never"]
+TlsMode = Literal["opportunistic", "required", "verify", "never"]
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 
@@ -74,6 +74,7 @@ class Policy:
     tls: TlsMode = "opportunistic"
     username: str = ""
     password_file: Path | None = None
+    ca_file: Path | None = None  # tls = verify: trust these CAs (None: the system's)
 
     def password(self) -> str:
         if self.password_file is None:
@@ -168,6 +169,7 @@ class SmtpClient:
         self.max_idle = max_idle
         self.max_age = max_age
         self._tls = _tls_context()
+        self._verify_contexts: dict[Path | None, ssl.SSLContext] = {}
         self._idle: dict[tuple[str, int, Policy], list[_Session]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -255,7 +257,7 @@ class SmtpClient:
             stage = "EHLO"
             await self._hello(session)
             stage = "STARTTLS"
-            await self._starttls(session, tls)
+            await self._starttls(session, tls, policy)
             if policy.username:
                 stage = "AUTH"
                 await self._auth(session, policy, password)
@@ -282,19 +284,22 @@ class SmtpClient:
                 raise _fail("4.4.0", f"{session.remote} refused EHLO and HELO: {e.code} "
                             f"{e.message}; {e2.code} {e2.message}", session.remote) from None
 
-    async def _starttls(self, session: _Session, mode: TlsMode) -> None:
+    async def _starttls(self, session: _Session, mode: TlsMode, policy: Policy) -> None:
         smtp, remote = session.smtp, session.remote
         if mode == "never":
             return
         if not smtp.supports_extension("starttls"):
-            if mode == "required":
+            if mode != "opportunistic":
                 raise _fail("4.7.4", f"TLS required but not offered by {remote}", remote)
             return
-        sni = None if ip_literal(session.host) else session.host
+        if mode == "verify":  # the name to check the certificate against, IP or host name
+            context, sni = self._verifying(policy.ca_file, remote), session.host
+        else:
+            context, sni = self._tls, None if ip_literal(session.host) else session.host
         try:
-            await smtp.starttls(server_hostname=sni, tls_context=self._tls)
+            await smtp.starttls(server_hostname=sni, tls_context=context)
         except SMTPResponseException as e:
-            if mode == "required" or not smtp.is_connected:
+            if mode != "opportunistic" or not smtp.is_connected:
                 raise _fail("4.7.5", f"{remote} refused STARTTLS: {e.code} {e.message}",
                             remote) from None
             return  # opportunistic: carry on in plain text on this connection
@@ -307,6 +312,20 @@ class SmtpClient:
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as e:
             # with TLS 1.3 a server that dislikes the handshake says so only now
             raise self._tls_failed(remote, e, mode) from None
+
+    def _verifying(self, ca_file: Path | None, remote: str) -> ssl.SSLContext:
+        """``tls = "verify"``: the chain must lead to a trusted CA (``ca_file``, else the
+        system's) and the certificate must name the host."""
+        context = self._verify_contexts.get(ca_file)
+        if context is None:
+            try:
+                context = ssl.create_default_context(
+                    ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
+            except (OSError, ssl.SSLError) as e:
+                raise _fail("4.7.5", f"cannot load the CA certificates {ca_file} to verify "
+                            f"{remote}: {getattr(e, 'strerror', None) or e}", remote) from None
+            self._verify_contexts[ca_file] = context
+        return context
 
     @staticmethod
     def _tls_failed(remote: str, e: BaseException, mode: TlsMode) -> _TargetFailed:
@@ -584,6 +603,10 @@ def _as_temporary(error: DeliveryError) -> DeliveryError:
 def _reason(e: BaseException) -> str:
     """``Connection refused`` rather than aiosmtplib's wrapper text, where there is a cause."""
     cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
+    if isinstance(cause, ssl.SSLCertVerificationError):  # an OSError whose errno means nothing
+        return f"certificate verify failed: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLError):
+        return str(cause.reason or cause)
     if isinstance(cause, OSError) and cause.errno:
         return os.strerror(cause.errno)  # asyncio's own text is "Connect call failed (...)"
     if isinstance(cause, OSError) and cause.strerror:
