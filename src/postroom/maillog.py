@@ -12,6 +12,7 @@ each line is one ``write`` on an ``O_APPEND`` descriptor, so lines never interle
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -35,16 +36,23 @@ def close_log() -> None:
         _fd = None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_stamp: tuple[int, str] = (-1, "")
+
+
 def _clean(text: str) -> str:
     """Log lines never carry a client's CR/LF or control characters."""
-    return "".join(ch if ch >= " " and ch != "\x7f" else "?" for ch in text)
+    return _CONTROL.sub("?", text)
 
 
 def line(text: str) -> None:
+    global _stamp
     if _fd is None:
         return
-    stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
-    os.write(_fd, f"{stamp} {_host} postroom[{os.getpid()}]: {_clean(text)}\n".encode())
+    now = int(time.time())
+    if _stamp[0] != now:  # strftime once a second, not once a line
+        _stamp = (now, time.strftime("%b %d %H:%M:%S", time.localtime(now)))
+    os.write(_fd, f"{_stamp[1]} {_host} postroom[{os.getpid()}]: {_clean(text)}\n".encode())
 
 
 def relay_text(name: str, addr: str) -> str:

@@ -176,14 +176,14 @@ async def test_many_concurrent_async_puts(spool: Spool, root: Path) -> None:
     """500 messages from 50 tasks: all present, all intact, directory fsyncs shared."""
     syncs = 0
     active_sync = spool._syncs["active"]
-    real_flush = active_sync._flush
+    real_flush = active_sync.flush
 
     def counting_flush() -> None:
         nonlocal syncs
         syncs += 1
         real_flush()
 
-    active_sync._flush = counting_flush  # type: ignore[method-assign]
+    active_sync.flush = counting_flush  # type: ignore[method-assign]
     made: dict[str, int] = {}
 
     async def task(t: int) -> None:
@@ -229,7 +229,7 @@ class _SlowSync(spool_mod._DirSync):
         self.flushes = 0
         self.fail_next = False
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self.flushes += 1
         if self.flushes == 1:
             deadline = time.monotonic() + 10

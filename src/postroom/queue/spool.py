@@ -212,7 +212,7 @@ class _DirSync:
                 self._cond.wait()
         ok = False
         try:
-            self._flush()
+            self.flush()
             ok = True
         finally:
             with self._cond:
@@ -221,7 +221,9 @@ class _DirSync:
                     self._done = max(self._done, covers)
                 self._cond.notify_all()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """One fsync of the directory, now, shared with nobody: for a caller that has
+        gathered its changes itself (the event loop's batch of puts)."""
         # Opened per batch, not kept open: a directory replaced under us is still synced.
         fd = os.open(self.path, _DIR_FLAGS)
         try:
@@ -450,7 +452,7 @@ class Spool:
             if not staged:
                 return
             try:
-                self._syncs[MSG].sync()  # the messages are durable before their envelopes appear
+                self._syncs[MSG].flush()  # the messages are durable before their envelopes appear
             except OSError as e:
                 for item, done in staged:
                     self._unstage(item)
@@ -468,7 +470,7 @@ class Spool:
                 finally:
                     self._forget(item.qid)
             try:
-                self._syncs[ACTIVE].sync()
+                self._syncs[ACTIVE].flush()
             except OSError as e:
                 for item, done in published:
                     self._take_out(item.qid, item.target)
@@ -565,8 +567,11 @@ class Spool:
         return os.open(path, _NEW_FILE_FLAGS, 0o600) if fd is None else fd
 
     def _write_new(self, path: str, data: bytes) -> None:
-        _unlink(path)  # a leftover of a crashed process that had the same PID
-        fd = self._new_file(path)
+        try:
+            fd = self._new_file(path)
+        except FileExistsError:  # a leftover of a crashed process that had the same PID
+            _unlink(path)
+            fd = self._new_file(path)
         try:
             _fill(fd, data)
         finally:
