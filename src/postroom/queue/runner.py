@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from postroom import maillog
 from postroom.queue import accept, dsn, ids
 from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
+from postroom.queue.limits import SharedLimits
 from postroom.queue.schedule import retry_delay
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class QueueRunner:
         self.scan = scan
         self.leave_fresh = leave_fresh
         self.claims = Claims(spool.root)
+        self.limits = SharedLimits(os.path.join(spool.root, "limits"))
         self.preloaded: dict[str, tuple[Envelope, bytes]] = {}
         self.reloader = reloader
         self.spool = spool
@@ -163,6 +165,7 @@ class QueueRunner:
         if self.inflight:
             await asyncio.gather(*self.inflight.values(), return_exceptions=True)
         self.claims.close()
+        self.limits.close()
 
     async def run_once(self) -> list[asyncio.Task[None]]:
         """Start work on every due message; returns the tasks (tests await them)."""
@@ -283,7 +286,11 @@ class QueueRunner:
         if limit is None:
             limit = self._dest_limits[key] = asyncio.Semaphore(
                 self.site.profile.queue.destination_concurrency)
-        async with self._global, limit:
+        q = self.site.profile.queue
+        # this process's semaphores first (no polling among its own tasks), then the
+        # server-wide slots that the other processes see
+        async with self._global, limit, self.limits.slot("*", q.concurrency), \
+                self.limits.slot(f"{key[0]}:{key[1]}", q.destination_concurrency):
             return await deliver_job(courier, Job(env, message, deliveries, env.id))
 
     def _record(self, env: Envelope, attempts: list[Attempt]) -> None:
