@@ -193,3 +193,54 @@ def test_no_site(tmp_path: Path) -> None:
     r = queue(tmp_path)
     assert r.returncode == 78
     assert "no site profile here" in r.stderr
+
+
+def test_import_a_dead_machines_queue(example_site: Path, tmp_path: Path) -> None:
+    """Complete messages come over with new IDs and their delivery states; a held one stays
+    held; an unreadable envelope and an unfinished write stay behind; a second import
+    finds nothing left."""
+    dead = tmp_path / "dead-hub"
+    with Spool(dead / "queue") as other:
+        partly = Envelope("alice@example.org", [
+            Recipient("bob@example.net", [Delivery("esmtp", "example.net", "bob@example.net",
+                                                   "bob@example.net", state=RcptState.SENT,
+                                                   tries=1)]),
+            Recipient("rt@inf.example.ac.uk", [Delivery("local", "", "rt", "rt",
+                                                        state=RcptState.DEFERRED, tries=2)])],
+            ARRIVAL)
+        first = other.put_sync(partly, BODY)
+        second = other.put_sync(Envelope("", [Recipient("root@inf.example.ac.uk", [
+            Delivery("local", "", "root", "root")])], ARRIVAL + 5), b"Subject: held\r\n\r\n")
+        other.hold(second)
+        broken = other.put_sync(Envelope("x@example.org", [], ARRIVAL), b"Subject: x\r\n\r\n")
+    (dead / f"queue/active/{broken}.env").write_text("{not json")
+    (dead / "queue/tmp/8DtEjreMK0009.env").write_text("an unfinished put")
+
+    r = queue(example_site, "import", str(dead))
+    assert r.returncode == 65, r.stderr  # EX_DATAERR: one message could not be taken
+    moved = dict(line.split(": imported as ") for line in r.stdout.splitlines()
+                 if ": imported as " in line)
+    assert set(moved) == {first, second}
+    assert f"{dead}: 2 imported, 1 skipped\n" in r.stdout
+    assert f"postroom: {broken}: not imported: envelope cannot be read" in r.stderr
+    with Spool(example_site / "queue") as spool:
+        assert sorted(spool.ids()) == sorted(moved.values())
+        env = spool.load(moved[first])
+        assert env.sender == "alice@example.org" and env.arrival == ARRIVAL
+        assert [(d.user, d.state, d.tries) for d in env.deliveries] == [
+            ("bob@example.net", RcptState.SENT, 1), ("rt", RcptState.DEFERRED, 2)]
+        assert spool.read_message(moved[first]) == BODY
+        assert spool.is_held(moved[second])
+    assert sorted(p.name for p in (dead / "queue/imported").iterdir()) == sorted(
+        [f"{first}.env", f"{second}.env"])
+
+    again = queue(example_site, "import", str(dead))
+    assert f"{dead}: 0 imported, 1 skipped\n" in again.stdout
+
+
+def test_import_refuses_what_is_not_a_queue(example_site: Path, tmp_path: Path) -> None:
+    r = queue(example_site, "import", str(tmp_path))
+    assert r.returncode != 0
+    assert "not a postroom queue" in r.stderr
+    r = queue(example_site, "import", str(example_site))
+    assert "this server's own queue" in r.stderr

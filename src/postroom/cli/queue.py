@@ -1,5 +1,5 @@
 """``postroom queue``: list the spool like ``mailq``; show, hold, release, delete, bounce
-and flush messages.
+and flush messages; import a dead machine's queue.
 
 The listing is Postfix's ``mailq`` format, so scripts written for it keep working::
 
@@ -130,6 +130,42 @@ def bounce(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> N
     click.echo(_tell_server(site, "no server running (the bounces go out when it starts)"))
     if failed:
         sys.exit(failed)
+
+
+@queue.command(name="import")
+@site_option
+@click.option("--keep", is_flag=True,
+              help="Leave the source as it is (a read-only copy); importing it again would "
+                   "queue its messages twice.")
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+@reports_errors
+def import_(ctx: click.Context, site_dir: str | None, keep: bool,
+            sources: tuple[Path, ...]) -> None:
+    """Queue here every message of another machine's queue (SOURCE: its SITE/queue, or its
+    site home). Delivery states are kept; this server's maps route them again."""
+    from postroom import site as site_mod
+    from postroom.errors import EX_DATAERR
+    from postroom.queue.salvage import import_queue
+
+    site = site_mod.load(site_dir or (ctx.obj if isinstance(ctx.obj, str) else None))
+    status = 0
+    with Spool(site.queue_dir) as spool:
+        for source in sources:
+            report = import_queue(source, spool, keep=keep)
+            for old, new in report.imported:
+                click.echo(f"{old}: imported as {new}")
+            for old, why in report.skipped:
+                click.echo(f"postroom: {old}: not imported: {why}", err=True)
+                status = EX_DATAERR
+            for warning in report.warnings:
+                click.echo(f"postroom: {warning}", err=True)
+            click.echo(f"{source}: {len(report.imported)} imported, "
+                       f"{len(report.skipped)} skipped")
+    click.echo(_tell_server(site, "no server running (they are delivered when it starts)"))
+    if status:
+        sys.exit(status)
 
 
 @queue.command()

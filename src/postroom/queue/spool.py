@@ -609,7 +609,7 @@ class Spool:
         with self._locked(qid):
             state, raw = self._read_env(qid, locked=True)
             try:
-                envelope = _parse(raw)
+                envelope = parse_envelope(raw)
             except ValueError as e:
                 raise CorruptEnvelope(qid, str(e), self._quarantine(qid, state)) from None
             envelope.id, envelope.held = qid, state == HOLD
@@ -751,12 +751,12 @@ class Spool:
         cannot be parsed is moved to ``corrupt/`` and CorruptEnvelope raised."""
         state, raw = self._read_env(qid)
         try:
-            envelope = _parse(raw)
+            envelope = parse_envelope(raw)
         except ValueError:
             with self._locked(qid):  # a concurrent update may have replaced it meanwhile
                 state, raw = self._read_env(qid, locked=True)
                 try:
-                    envelope = _parse(raw)
+                    envelope = parse_envelope(raw)
                 except ValueError as e:
                     raise CorruptEnvelope(qid, str(e), self._quarantine(qid, state)) from None
         envelope.id = qid
@@ -937,7 +937,7 @@ def _fill(fd: int, data: bytes) -> None:
     os.fsync(fd)
 
 
-def _parse(raw: bytes) -> Envelope:
+def parse_envelope(raw: bytes) -> Envelope:
     """Envelope.from_json, with every way bad data fails turned into ValueError."""
     try:
         envelope = Envelope.from_json(raw)
