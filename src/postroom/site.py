@@ -121,7 +121,8 @@ class DatabaseSection(_Section):
 class LimitsSection(_Section):
     message_size: int = Field(50 * 1024 * 1024, ge=1024)
     recipients: int = Field(1000, ge=1)
-    line_length: int = Field(998, ge=80)
+    # at most 64 KiB: the DATA reader relies on one read emptying the stream's buffer
+    line_length: int = Field(998, ge=80, le=65536)
     header_size: int = Field(1024 * 1024, ge=1024)
     idle_timeout: Duration = 300.0
     auth_failures: int = Field(5, ge=1, description="failed AUTH per client before a pause")

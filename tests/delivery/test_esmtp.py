@@ -458,3 +458,75 @@ async def test_pipelined_transaction_waits_for_no_reply(zone: DnsServer, esmtp: 
     assert commands == [b"MAIL FROM", b"RCPT TO", b"RCPT TO"]
     body = seen[5]
     assert b"\r\n..a line that starts with a dot\r\n" in body and body.endswith(b"Bye.\r\n.\r\n")
+
+
+
+async def _scripted_server(script: Any) -> tuple[asyncio.Server, int]:
+    """A server whose session is ``script(reader, writer)`` after greeting and EHLO (which
+    offers PIPELINING)."""
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"220 scripted.test ESMTP\r\n")
+            await reader.readuntil(b"\r\n")
+            writer.write(b"250-scripted.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            await script(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_pipelined_replies_each_get_the_command_timeout(
+        zone: DnsServer, esmtp: Couriers, sink_pipelining: str) -> None:
+    """A server that takes 0.4 s per RCPT (a callout, say) is within a 1 s timeout for
+    each, though not for all five together."""
+    if sink_pipelining != "pipelining":
+        pytest.skip("about servers that offer PIPELINING")
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n")  # MAIL
+        writer.write(b"250 2.1.0 Ok\r\n")
+        for _ in range(5):
+            await reader.readuntil(b"\r\n")
+            await asyncio.sleep(0.4)
+            writer.write(b"250 2.1.5 Ok\r\n")
+        await reader.readuntil(b"\r\n")  # DATA
+        writer.write(b"354 Go ahead\r\n")
+        await reader.readuntil(b"\r\n.\r\n")
+        writer.write(b"250 2.0.0 Ok: queued\r\n")
+        await reader.readuntil(b"\r\n")  # QUIT
+        writer.write(b"221 Bye\r\n")
+
+    server, port = await _scripted_server(slow)
+    courier = esmtp(port, delivery={"command_timeout": 1})
+    users = [f"u{i}@example.test" for i in range(5)]
+    attempts = await courier.deliver(make_job("esmtp", "example.test", users))
+    await courier.aclose()
+    server.close()
+    assert [a.outcome for a in attempts] == [Outcome.SENT] * 5, attempts[0].text
+
+
+async def test_pipelined_replies_before_a_hang_up_stand(zone: DnsServer, esmtp: Couriers,
+                                                         sink_pipelining: str) -> None:
+    """The server refuses the first recipient, then hangs up: that refusal is final (a
+    bounce), the other recipient is deferred, as without pipelining."""
+    if sink_pipelining != "pipelining":
+        pytest.skip("about servers that offer PIPELINING")
+
+    async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n")
+        writer.write(b"250 2.1.0 Ok\r\n550 5.1.1 No such user\r\n")
+        await writer.drain()
+
+    server, port = await _scripted_server(rude)
+    courier = esmtp(port)
+    attempts = await courier.deliver(
+        make_job("esmtp", "example.test", ["nobody@example.test", "b@example.test"]))
+    await courier.aclose()
+    server.close()
+    assert [(a.outcome, a.code) for a in attempts] == [(Outcome.FAILED, 550),
+                                                        (Outcome.DEFERRED, 451)]
+    assert "lost connection" in attempts[1].text

@@ -315,6 +315,19 @@ def test_tmp_is_a_file(spool: Spool, root: Path) -> None:
     assert files_under(root) == ["active", "corrupt", "free", "hold", "lock", "msg", "tmp"]
 
 
+async def test_failed_directory_fsync_fails_the_put_and_keeps_nothing(spool: Spool,
+                                                                      root: Path) -> None:
+    def broken() -> None:
+        raise OSError(5, "Input/output error")
+
+    spool._syncs["msg"].flush = broken  # type: ignore[method-assign]
+    with pytest.raises(QueueError, match="Input/output error"):
+        await spool.put(envelope("io", 1), message("io", 1))
+    assert spool.ids() == []
+    assert files_under(root / "msg") == [] and files_under(root / "tmp") == []
+    assert spool._inflight == set()  # recover() would otherwise skip its leftovers forever
+
+
 def test_rename_fails_and_nothing_partial_remains(spool: Spool, root: Path) -> None:
     (root / "active").rmdir()
     (root / "active").write_text("not a directory")

@@ -61,3 +61,14 @@ def test_a_spray_stays_bounded_and_keeps_recent_offenders(tmp_path: Path) -> Non
     fresh.failed("10.200.0.1")
     fresh.failed("10.200.0.1")
     assert fresh.paused("10.200.0.1")
+
+
+def test_ipv6_counts_per_64(tmp_path: Path) -> None:
+    lim = FailureLimiter(2, 60, tmp_path / "auth-failures", Clock())
+    lim.failed("2001:db8:1:2::1")
+    lim.failed("2001:db8:1:2:ffff::9")  # another address, same /64
+    assert lim.paused("2001:db8:1:2::77")
+    assert not lim.paused("2001:db8:1:3::1")
+    lim.failed("::ffff:192.0.2.1")
+    lim.failed("192.0.2.1")  # the same IPv4 client, mapped or not
+    assert lim.paused("192.0.2.1")

@@ -276,6 +276,37 @@ def test_size_limit(example_site: Path, ca: trustme.CA) -> None:
         assert (code, reply[:5]) == (552, b"5.3.4")
 
 
+def test_size_and_line_limits_are_exact(example_site: Path, ca: trustme.CA) -> None:
+    """A message of exactly the size limit is taken even when the ending arrives in pieces;
+    a 998-octet line is legal even when it starts with a (doubled) dot."""
+    small = (("message_size = 52428800", "message_size = 2048"),)
+    with serving(example_site, ca, replace=small) as s:
+        r = Raw(s.ports["mx"], RELAY_IP)
+        r.reply()
+        r.cmd("EHLO x")
+        head = b"Subject: exact\r\n\r\n"
+        lines = b"x" * 98 + b"\r\n"
+        rest = 2048 - len(head) - 20 * len(lines)
+        body = head + lines * 20 + b"y" * (rest - 2) + b"\r\n"
+        assert len(body) == 2048
+        for split in (b"\r\n.", b"\r\n.\r"):
+            r.cmd("MAIL FROM:<a@example.org>")
+            r.cmd("RCPT TO:<rt@inf.example.ac.uk>")
+            assert r.cmd("DATA").startswith("354")
+            r.send(body[:-2] + split)
+            time.sleep(0.1)
+            r.send(b"\r\n.\r\n"[len(split):])
+            assert r.reply().startswith("250 2.0.0"), split
+        r.cmd("MAIL FROM:<a@example.org>")
+        r.cmd("RCPT TO:<rt@inf.example.ac.uk>")
+        r.cmd("DATA")
+        r.send(b"Subject: dots\r\n\r\n." + b"." + b"d" * 997 + b"\r\n.\r\n")
+        reply = r.reply()
+        assert reply.startswith("250 2.0.0"), reply
+        _, data = load(example_site, QUEUED.search(reply).group(1))  # type: ignore[union-attr]
+        assert data.endswith(b"\r\n\r\n." + b"d" * 997 + b"\r\n")
+
+
 def test_limits_recipients_line_length_idle(example_site: Path, ca: trustme.CA) -> None:
     tight = (("recipients = 1000", "recipients = 2\nidle_timeout = 1"),)
     with serving(example_site, ca, replace=tight) as s:

@@ -56,16 +56,18 @@ class ReplyReader(asyncio.Protocol):
             raise SMTPServerDisconnected("Connection lost")
         self.transport.write(data)
 
-    async def reply(self) -> SMTPResponse:
-        """The next reply; SMTPServerDisconnected if the connection ended first."""
-        while not self._replies:
-            if self._error is not None:
-                raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    async def reply(self, timeout: float | None = None) -> SMTPResponse:
+        """The next reply; SMTPServerDisconnected if the connection ended first,
+        TimeoutError if ``timeout`` seconds pass without it."""
+        async with asyncio.timeout(timeout):
+            while not self._replies:
+                if self._error is not None:
+                    raise self._error
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
         return self._replies.popleft()
 
     # -- asyncio.Protocol ---------------------------------------------------------------

@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 TlsMode = Literal["opportunistic", "required", "verify", "never"]
 
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # never in a command we send (RFC 5321 4.1.1)
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 
 
@@ -381,49 +382,47 @@ class SmtpClient:
     async def _pipelined(self, session: _Session, job: Job, chunk: list[Delivery],
                          mail_args: list[bytes], done: dict[int, Attempt]) -> None:
         """One transaction as two writes (RFC 2920), for servers that offer PIPELINING;
-        the outcomes are those of ``_transaction``."""
+        the outcomes are those of ``_transaction``: each reply counts for the recipient it
+        answers, including when the connection is lost after some of them."""
         smtp, remote = session.smtp, session.remote
         dsn = smtp.supports_extension("dsn")
+        mail = b" ".join(mail_args)
+        if _CONTROL.search(mail):
+            raise PermanentFailure(553, "5.1.7", "the sender address contains control "
+                                   "characters", remote=remote)
+        rcpts: list[tuple[Delivery, bytes]] = []
+        for d in chunk:
+            command = b" ".join(_rcpt_args(job, d, dsn))
+            if _CONTROL.search(command):
+                done[id(d)] = Attempt(d, Outcome.FAILED, 553, "5.1.3", "the recipient "
+                                      "address contains control characters", remote)
+            else:
+                rcpts.append((d, command))
+        if not rcpts:
+            return
         reset = session.open_transaction
-        commands = [b"RSET"] if reset else []
-        commands.append(b" ".join(mail_args))
-        commands += [b" ".join(_rcpt_args(job, d, dsn)) for d in chunk]
-        commands.append(b"DATA")
-        if any(b"\r" in c or b"\n" in c for c in commands):
-            raise PermanentFailure(501, "5.5.2", "an address contains a line break")
-        stage = "MAIL FROM"
+        commands = [b"RSET"] * reset + [mail] + [c for _, c in rcpts] + [b"DATA"]
+        replies: list[SMTPResponse] = []
         accepted: list[Delivery] = []
+        stage = "MAIL FROM"
         try:
             with ReplyReader.lend(smtp) as reader:
                 reader.write(b"\r\n".join(commands) + b"\r\n")
-                async with asyncio.timeout(self.command_timeout):
-                    if reset:
-                        reply = await reader.reply()
-                        if reply.code != 250:
-                            smtp.close()
-                            raise _Interrupted(TemporaryFailure(
-                                451, "4.4.2", f"{remote} refused RSET: {reply.code} "
-                                f"{reply.message}", remote=remote))
+                while len(replies) < len(commands):  # RFC 5321 4.5.3.2: a timeout per reply
+                    replies.append(await reader.reply(self.command_timeout))
+                if reset:
+                    if replies[0].code != 250:
+                        smtp.close()
+                        raise _Interrupted(TemporaryFailure(
+                            451, "4.4.2", f"{remote} refused RSET: {replies[0].code} "
+                            f"{replies[0].message}", remote=remote))
                     session.open_transaction = False
-                    mail = await reader.reply()
-                    stage = "RCPT TO"
-                    rcpts = [await reader.reply() for _ in chunk]
-                    stage = "DATA"
-                    data = await reader.reply()
-                if mail.code != 250:
-                    for d in chunk:
-                        done[id(d)] = self._attempt(d, mail, session)
-                else:
-                    session.open_transaction = True
-                    for d, reply in zip(chunk, rcpts, strict=True):
-                        if reply.code in (250, 251):
-                            accepted.append(d)
-                        else:
-                            done[id(d)] = self._attempt(d, reply, session)
-                if data.code == 354 and not accepted:  # a server that should have said 503
-                    reader.write(b".\r\n")
-                    async with asyncio.timeout(self.command_timeout):
-                        await reader.reply()
+                accepted = self._judge(session, replies[reset:], rcpts, done)
+                data = replies[-1]
+                if data.code == 354 and not accepted:
+                    # a server out of step with us (it should have said 503): sending the
+                    # ending could make it deliver an empty message
+                    smtp.close()
                     return
                 if not accepted:
                     return
@@ -433,23 +432,44 @@ class SmtpClient:
                     return
                 stage = "message"
                 reader.write(data_block(job.message))
-                async with asyncio.timeout(self.command_timeout):
-                    final = await reader.reply()
+                final = await reader.reply(self.command_timeout)
                 session.open_transaction = False
         except (SMTPServerDisconnected, TimeoutError, OSError) as e:
             smtp.close()
             why = "no reply in time" if isinstance(e, TimeoutError) else _reason(e)
-            if stage != "message":
-                raise _Interrupted(TemporaryFailure(
-                    451, "4.4.2", f"lost connection with {remote} during {stage}: {why}",
-                    remote=remote)) from None
-            for d in accepted:
-                done[id(d)] = Attempt(d, Outcome.DEFERRED, 451, "4.4.2",
-                                      f"lost connection with {remote} while sending "
-                                      f"the message: {why}", remote, session.tls)
-            return
+            if stage == "message":
+                for d in accepted:
+                    done[id(d)] = Attempt(d, Outcome.DEFERRED, 451, "4.4.2",
+                                          f"lost connection with {remote} while sending "
+                                          f"the message: {why}", remote, session.tls)
+                return
+            if replies[reset:]:  # what was answered before the loss stands
+                self._judge(session, replies[reset:], rcpts, done)
+            if len(replies) > reset:
+                stage = "RCPT TO"
+            raise _Interrupted(TemporaryFailure(
+                451, "4.4.2", f"lost connection with {remote} during {stage}: {why}",
+                remote=remote)) from None
         for d in accepted:
             done[id(d)] = self._attempt(d, final, session)
+
+    def _judge(self, session: _Session, replies: list[SMTPResponse],
+               rcpts: list[tuple[Delivery, bytes]], done: dict[int, Attempt]) -> list[Delivery]:
+        """Record the MAIL and RCPT replies received so far (``replies`` starts with
+        MAIL's); returns the recipients the server accepted."""
+        mail, answers = replies[0], replies[1:1 + len(rcpts)]
+        if mail.code != 250:  # the RCPTs after a refused MAIL mean nothing
+            for d, _ in rcpts:
+                done[id(d)] = self._attempt(d, mail, session)
+            return []
+        session.open_transaction = True
+        accepted = []
+        for (d, _), reply in zip(rcpts, answers, strict=False):
+            if reply.code in (250, 251):
+                accepted.append(d)
+            else:
+                done[id(d)] = self._attempt(d, reply, session)
+        return accepted
 
     async def _transaction(self, session: _Session, job: Job, chunk: list[Delivery],
                            mail_args: list[bytes], done: dict[int, Attempt]) -> None:

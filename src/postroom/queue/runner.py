@@ -288,9 +288,11 @@ class QueueRunner:
                 self.site.profile.queue.destination_concurrency)
         q = self.site.profile.queue
         # this process's semaphores first (no polling among its own tasks), then the
-        # server-wide slots that the other processes see
-        async with self._global, limit, self.limits.slot("*", q.concurrency), \
-                self.limits.slot(f"{key[0]}:{key[1]}", q.destination_concurrency):
+        # server-wide slots that the other processes see: the destination's before the
+        # global one, so that mail waiting for a busy destination holds no global slot
+        async with self._global, limit, \
+                self.limits.slot(f"{key[0]}:{key[1]}", q.destination_concurrency), \
+                self.limits.slot("*", q.concurrency):
             return await deliver_job(courier, Job(env, message, deliveries, env.id))
 
     def _record(self, env: Envelope, attempts: list[Attempt]) -> None:

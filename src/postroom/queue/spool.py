@@ -456,6 +456,7 @@ class Spool:
             except OSError as e:
                 for item, done in staged:
                     self._unstage(item)
+                    self._forget(item.qid)
                     _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
                 return
             published: list[tuple[_Staged, asyncio.Future[str]]] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import ipaddress
 import mmap
 import os
 import struct
@@ -18,7 +19,8 @@ AUTH_PAUSED = "454 4.7.0 Too many failed authentication attempts; try again late
 
 
 class FailureLimiter:
-    """Failed AUTH attempts per client address, shared by every intake process of a server
+    """Failed AUTH attempts per client address (per /64 for IPv6), shared by every intake
+    process of a server
     through one small file (``state/auth-failures``): ``limit`` failures within ``pause``
     seconds of the first pause that address until those seconds have passed.
 
@@ -103,7 +105,21 @@ class FailureLimiter:
 
 
 def _key(client: str) -> int:
-    return int.from_bytes(hashlib.blake2b(client.encode(), digest_size=8).digest()) or 1
+    return int.from_bytes(hashlib.blake2b(_subject(client).encode(), digest_size=8).digest()) or 1
+
+
+def _subject(client: str) -> str:
+    """Who is counted: an IPv4 address, or the /64 an IPv6 address is in (one host there
+    has a whole /64 to choose its addresses from)."""
+    try:
+        addr = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return client
 
 
 class Authenticator:
