@@ -420,16 +420,13 @@ async def test_pipelined_transaction_waits_for_no_reply(zone: DnsServer, esmtp: 
         pytest.skip("about servers that offer PIPELINING")
     seen: list[bytes] = []
 
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def strict(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def line() -> bytes:
             got = await asyncio.wait_for(reader.readuntil(b"\r\n"), 3)
             seen.append(got)
             return got
 
-        try:
-            writer.write(b"220 strict.test ESMTP\r\n")
-            await line()  # EHLO
-            writer.write(b"250-strict.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        with contextlib.suppress(TimeoutError):
             while await line() != b"DATA\r\n":
                 pass
             writer.write(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 No such user\r\n"
@@ -439,13 +436,8 @@ async def test_pipelined_transaction_waits_for_no_reply(zone: DnsServer, esmtp: 
             while (await line()).upper() != b"QUIT\r\n":
                 writer.write(b"250 Ok\r\n")
             writer.write(b"221 2.0.0 Bye\r\n")
-        except (TimeoutError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
 
-    server = await asyncio.start_server(session, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _scripted_server(strict)
     courier = esmtp(port)
     attempts = await courier.deliver(
         make_job("esmtp", "example.test", ["b@example.test", "nobody@example.test"]))
@@ -454,11 +446,10 @@ async def test_pipelined_transaction_waits_for_no_reply(zone: DnsServer, esmtp: 
     assert [(a.outcome, a.code) for a in attempts] == [(Outcome.SENT, 250),
                                                         (Outcome.FAILED, 550)]
     assert attempts[0].text == "Ok: queued as P1"
-    commands = [x.split(b":")[0] for x in seen[1:4]]
+    commands = [x.split(b":")[0] for x in seen[0:3]]
     assert commands == [b"MAIL FROM", b"RCPT TO", b"RCPT TO"]
-    body = seen[5]
+    body = seen[4]
     assert b"\r\n..a line that starts with a dot\r\n" in body and body.endswith(b"Bye.\r\n.\r\n")
-
 
 
 async def _scripted_server(script: Any) -> tuple[asyncio.Server, int]:
