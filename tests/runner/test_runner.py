@@ -3,10 +3,13 @@ tests move, so the 5-day lifetime and the 4-hour warning are tested without wait
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+import fcntl
 import mailbox
 import os
+import threading
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -195,6 +198,28 @@ async def test_retry_keeps_its_routes_when_the_maps_now_refuse(rig: Rig) -> None
     await rig.run()
     assert [m.rcpt_tos for m in rig.sink.messages] == [["neilb@staffmail.example.ac.uk"]]
     assert rig.spool.ids() == []
+
+
+async def test_removal_waits_for_a_locked_message_off_the_event_loop(rig: Rig) -> None:
+    """A queue command holding the message's lock (as ``postroom queue hold`` does for a
+    moment) must not stop the event loop, which serves SMTP sessions too."""
+    qid = await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    fd = os.open(rig.spool.message_path(qid), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    threading.Timer(0.5, os.close, (fd,)).start()  # the command finishes after 0.5 s
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    beat = asyncio.ensure_future(ticker())
+    await rig.run()
+    beat.cancel()
+    assert rig.spool.ids() == [] and len(rig.sink.messages) == 1
+    assert ticks >= 25, ticks  # the loop kept running while the removal waited
 
 
 async def test_returned_by_the_postmaster(rig: Rig) -> None:

@@ -355,9 +355,13 @@ class QueueRunner:
                 await self._send_notice(env, late, message, lifetime=q.lifetime)
             env.delay_warned = True
         if env.done:
-            # in the event loop, like the spool's puts: a rename and a shared directory
-            # fsync cost less than a hand-over to a thread
-            self.spool.delete(env.id)
+            # in the event loop, like the spool's puts: a rename and a directory fsync
+            # cost less than a hand-over to a thread; but never wait there for another
+            # process's lock on the message (a queue command, say)
+            try:
+                self.spool.delete(env.id, wait=False)
+            except BlockingIOError:
+                await asyncio.to_thread(self.spool.delete, env.id)
             self.due.pop(env.id, None)
             return
         await asyncio.to_thread(self.spool.update, env)

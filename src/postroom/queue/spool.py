@@ -657,9 +657,11 @@ class Spool:
                 raise QueueError(f"{qid}: cannot move to {dest}/: {_describe(e)}") from e
             self._sync_dirs(dest, state, what=f"{qid}: moved to {dest}/ but")
 
-    def delete(self, qid: str) -> None:
-        """Remove a message (active or held) for good."""
-        with self._locked(qid):
+    def delete(self, qid: str, *, wait: bool = True) -> None:
+        """Remove a message (active or held) for good. ``wait=False``: BlockingIOError
+        instead of waiting when another process is changing the message (an event loop
+        then does it in a thread)."""
+        with self._locked(qid, wait=wait):
             state = self._state(qid, locked=True)
             grave = f"{self._tmp}/{qid}.{time.time_ns()}.del"
             try:
@@ -673,7 +675,7 @@ class Spool:
                 self._pool.give(grave)
 
     @contextmanager
-    def _locked(self, qid: str) -> Iterator[None]:
+    def _locked(self, qid: str, *, wait: bool = True) -> Iterator[None]:
         """Hold the message's flock (on its never-moving ID.msg) for one change."""
         _check_id(qid)
         self._share_lock()
@@ -688,7 +690,7 @@ class Spool:
         except OSError as e:
             raise QueueError(f"{qid}: cannot open {self._msg(qid)}: {_describe(e)}") from e
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             yield
         finally:
             os.close(fd)
