@@ -222,6 +222,26 @@ async def test_removal_waits_for_a_locked_message_off_the_event_loop(rig: Rig) -
     assert ticks >= 25, ticks  # the loop kept running while the removal waited
 
 
+async def test_bounce_while_a_delivery_round_runs_is_not_undone(rig: Rig) -> None:
+    """``postroom queue bounce`` while the runner waits on the remote server: the round's
+    write-back keeps the bounce, and the DSN goes out."""
+    qid = ""
+    real_rcpt = rig.sink.handle_RCPT
+
+    async def slow_rcpt(*args: object) -> str:
+        rig.spool.modify(qid, lambda env: env.return_to_sender("returned by the postmaster") > 0)
+        await real_rcpt(*args)  # type: ignore[arg-type]
+        return "451 4.3.0 Try again later"
+
+    rig.sink.handle_RCPT = slow_rcpt  # type: ignore[method-assign]
+    qid = await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    await rig.run()
+    (bounce,) = rig.maildir("rt")
+    _, (f,), _ = dsn_parts(bounce)
+    assert (f["Action"], f["Status"]) == ("failed", "5.0.0")
+    assert rig.spool.ids() == []
+
+
 async def test_returned_by_the_postmaster(rig: Rig) -> None:
     """``postroom queue bounce``: a deferred message goes back to its sender at once."""
     rig.sink.tempfail_rcpt = 1

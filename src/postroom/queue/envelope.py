@@ -87,6 +87,8 @@ class Envelope:
     held: bool = False
     delay_warned: bool = False
     kind: str = ""                    # "" | "dsn" (a notice we made) | "double-bounce"
+    returned: str = ""                # why the postmaster returned it (postroom queue bounce)
+    salvaged_from: str = ""           # its queue ID on the machine it was imported from
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -98,7 +100,9 @@ class Envelope:
 
     def return_to_sender(self, reason: str, status: str = "5.0.0") -> int:
         """Fail every delivery not yet final, so that the runner sends the bounce (as the
-        lifetime's end does); returns how many it failed."""
+        lifetime's end does); returns how many it failed. Remembered in ``returned``, so
+        that a runner that was delivering the message meanwhile does not undo it."""
+        self.returned = reason
         pending = [d for d in self.deliveries if not d.final]
         for d in pending:
             d.state, d.status, d.last_error, d.next_attempt = RcptState.FAILED, status, reason, 0.0

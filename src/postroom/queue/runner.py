@@ -20,6 +20,7 @@ reason. An unexpected error while handling a message leaves it queued and retrie
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
     from postroom.runtime import Reloader
 
 log = logging.getLogger("postroom.runner")
+# what a round may change in an envelope (not its ID or where it is: held or active)
+_ENVELOPE_FIELDS = tuple(f.name for f in dataclasses.fields(Envelope)
+                         if f.name not in ("id", "held"))
 FRESH_SECONDS = 30.0
 
 
@@ -264,6 +268,23 @@ class QueueRunner:
             maillog.line(f"{env.id}: <{r.address}> rerouted by the current maps: "
                          f"{before or 'nothing left'} -> {after or 'nothing left'}")
 
+    @staticmethod
+    def _merge(env: Envelope) -> Callable[[Envelope], bool]:
+        """The change that stores this round's envelope over the one on disk, under the
+        message's lock, keeping what an admin did meanwhile: a ``postroom queue bounce``
+        while this round ran still fails what is left."""
+
+        def merge(disk: Envelope) -> bool:
+            reason = disk.returned
+            for name in _ENVELOPE_FIELDS:
+                setattr(disk, name, getattr(env, name))
+            if reason and not env.returned:
+                disk.return_to_sender(reason)
+                disk.returned = reason
+            return True
+
+        return merge
+
     def _preloaded(self, qid: str) -> tuple[Envelope, bytes] | None:
         pre = self.preloaded.pop(qid, None)
         if pre is not None and self.clock() - pre[0].arrival < FRESH_SECONDS:
@@ -364,7 +385,10 @@ class QueueRunner:
                 await asyncio.to_thread(self.spool.delete, env.id)
             self.due.pop(env.id, None)
             return
-        await asyncio.to_thread(self.spool.update, env)
+        stored = await asyncio.to_thread(self.spool.modify, env.id, self._merge(env))
+        if stored.returned and not env.returned:
+            self.notify(env.id)  # returned by the postmaster during this round: bounce now
+            return
         pending = [d.next_attempt for d in env.deliveries if not d.final]
         self.due[env.id] = min(pending) if pending else now
 
