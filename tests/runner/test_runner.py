@@ -184,6 +184,27 @@ async def test_retry_follows_a_forward_changed_meanwhile(rig: Rig) -> None:
             "esmtp:neilb@staffmail.example.ac.uk -> local:rt") in rig.log()
 
 
+async def test_reroute_never_repeats_a_delivery_already_made(rig: Rig) -> None:
+    """An alias to two targets: one got the mail, the other is deferred. A map change that
+    sends the first target's mail another way (esmtp -> relay) must not send it again."""
+    with open(rig.site / "maps/aliases", "a") as f:
+        f.write('dual: neilb, "|/bin/sh -c \'exit 75\'"\n')
+    assert rig.runner.reloader.reload(), rig.runner.reloader.last_error
+    qid = await rig.queue("rt@inf.example.ac.uk", ["dual@inf.example.ac.uk"])
+    await rig.run()
+    states = sorted((d.mailer, d.state) for d in rig.spool.load(qid).deliveries)
+    assert states == [("esmtp", RcptState.SENT), ("prog", RcptState.DEFERRED)]
+    mt = rig.site / "maps/mailertable"
+    mt.write_text(mt.read_text().replace(f"esmtp:[127.0.0.1]:{rig.sink.port}",
+                                         f"relay:[127.0.0.1]:{rig.sink.port}"))
+    assert rig.runner.reloader.reload(), rig.runner.reloader.last_error
+    rig.clock.now += 400
+    await rig.run()
+    assert len(rig.sink.messages) == 1
+    (prog,) = [d for d in rig.spool.load(qid).deliveries if d.mailer == "prog"]
+    assert prog.tries == 2  # its history kept
+
+
 async def test_retry_keeps_its_routes_when_the_maps_now_refuse(rig: Rig) -> None:
     """A map edit that drops the user must not bounce mail already accepted."""
     rig.sink.tempfail_rcpt = 1

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from postroom import maillog
@@ -45,6 +45,15 @@ log = logging.getLogger("postroom.runner")
 _ENVELOPE_FIELDS = tuple(f.name for f in dataclasses.fields(Envelope)
                          if f.name not in ("id", "held"))
 FRESH_SECONDS = 30.0
+
+
+def _target(mailer: str, user: str) -> tuple[str, str]:
+    """Who a delivery reaches, whatever way: SMTP by MX or by relay is one kind."""
+    return ("smtp" if mailer in ("esmtp", "relay") else mailer, user.lower())
+
+
+def _routes_text(deliveries: Iterable[Delivery]) -> str:
+    return ", ".join(f"{d.mailer}:{d.user}" for d in deliveries) or "nothing left"
 
 
 def _arrival(qid: str) -> float:
@@ -245,9 +254,11 @@ class QueueRunner:
 
     def _reroute(self, env: Envelope) -> None:
         """Route every recipient not yet done again with the maps as they are now, so that
-        mail waiting for a user whose forward changed goes to the new place. Deliveries
-        already made stay as they are. A recipient the maps would now refuse keeps the
-        routes it was queued with: a mistake in a map must not bounce mail already taken."""
+        mail waiting for a user whose forward changed goes to the new place. Only
+        deliveries not yet final are replaced, and never by one to a target that already
+        has a final delivery (sent, or failed and bounced), whatever host it went by. A
+        recipient the maps would now refuse keeps the routes it was queued with: a mistake
+        in a map must not bounce mail already taken."""
         resolver = self.reloader.current.resolver
         for r in env.recipients:
             if r.final:
@@ -255,18 +266,28 @@ class QueueRunner:
             routes = resolver.resolve(r.address).routes
             if not routes or not all(x.deliverable for x in routes):
                 continue
-            have = {(d.mailer, d.host, d.user): d for d in r.deliveries}
-            wanted = {(x.mailer, x.host, x.user): x for x in routes}
-            if all(key in have for key in wanted) and all(
-                    d.final or key in wanted for key, d in have.items()):
+            final = [d for d in r.deliveries if d.final]
+            done_targets = {_target(d.mailer, d.user) for d in final}
+            waiting = {_target(d.mailer, d.user): d for d in r.deliveries if not d.final}
+            wanted = {}
+            for x in routes:
+                target = _target(x.mailer, x.user)
+                if target not in done_targets:
+                    wanted[target] = x
+            old = {(d.mailer, d.host, d.user) for d in waiting.values()}
+            if old == {(x.mailer, x.host, x.user) for x in wanted.values()}:
                 continue  # nothing changed for this recipient
-            before = ", ".join(f"{d.mailer}:{d.user}" for d in r.deliveries if not d.final)
-            r.deliveries = ([d for key, d in have.items() if d.final and key not in wanted]
-                            + [have.get(key) or Delivery.from_route(x)
-                               for key, x in wanted.items()])
-            after = ", ".join(f"{d.mailer}:{d.user}" for d in r.deliveries if not d.final)
+            fresh = []
+            for target, x in wanted.items():
+                d = Delivery.from_route(x)
+                before = waiting.get(target)
+                if before is not None:  # the same target by another way: keep its history
+                    d = dataclasses.replace(before, mailer=x.mailer, host=x.host,
+                                            user=x.user, address=x.address)
+                fresh.append(d)
+            r.deliveries = final + fresh
             maillog.line(f"{env.id}: <{r.address}> rerouted by the current maps: "
-                         f"{before or 'nothing left'} -> {after or 'nothing left'}")
+                         f"{_routes_text(waiting.values())} -> {_routes_text(fresh)}")
 
     @staticmethod
     def _merge(env: Envelope) -> Callable[[Envelope], bool]:
