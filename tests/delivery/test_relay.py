@@ -13,6 +13,7 @@ from postroom.delivery.mx import parse_destination
 from postroom.delivery.relay import RelayCourier, relay_settings
 from postroom.delivery.smtp_client import Policy
 from tests.delivery.conftest import MESSAGE, SiteFactory, make_job
+from tests.dnsserver import DnsServer
 from tests.sinks import Sink, server_tls
 
 USERS = {"relayuser": "s3cret pass"}
@@ -124,6 +125,29 @@ async def test_verify_refuses_a_bad_certificate(relay: Relays, ca: trustme.CA, c
     assert (a.outcome, a.code, a.status) == (Outcome.DEFERRED, 451, "4.7.5")
     assert "certificate verify failed" in a.text, a.text
     assert sink.messages == [] and sink.connections == 1
+
+
+@pytest.mark.parametrize(("cert_for", "outcome"), [
+    ("mx.attacker.test", Outcome.DEFERRED), ("relay.example.test", Outcome.SENT)])
+async def test_verify_checks_the_route_name_not_what_dns_said(
+        make_site: SiteFactory, dns: DnsServer, ca: trustme.CA, ca_file: str,
+        cert_for: str, outcome: Outcome) -> None:
+    """A relay route without brackets is looked up by MX; the certificate must name the
+    route's host, not the MX host DNS answered with (which a spoofed answer chooses)."""
+    dns.set("relay.example.test", "MX", [(10, "mx.attacker.test")])
+    dns.set("mx.attacker.test", "A", ["127.0.0.1"])
+    async with Sink(tls=server_tls(ca, cert_for)) as sink:
+        site = make_site(delivery={"connect_timeout": 5, "command_timeout": 10},
+                         dns={"nameservers": [dns.nameserver], "timeout": 2},
+                         relays=[{"host": "relay.example.test", "port": sink.port,
+                                  "tls": "verify", "ca_file": ca_file}])
+        courier = RelayCourier(site)
+        try:
+            [a] = await courier.deliver(make_job("relay", "relay.example.test",
+                                                 ["bob@example.org"]))
+        finally:
+            await courier.aclose()
+    assert a.outcome is outcome, a.text
 
 
 async def test_verify_with_unreadable_ca_file_defers(relay: Relays, ca: trustme.CA) -> None:

@@ -97,6 +97,7 @@ class _Session:
     opened: float = field(default_factory=time.monotonic)
     transactions: int = 0
     open_transaction: bool = False  # MAIL was accepted and the data's reply not yet read
+    route_name: str = ""  # the route's host without brackets (TLS verify checks it)
     idle_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -197,7 +198,8 @@ class SmtpClient:
                         break
                     host, ip, tls = targets.pop(0)
                     try:
-                        session = await self._open(host, ip, policy, password, tls)
+                        session = await self._open(host, ip, policy, password, tls,
+                                                   destination.name)
                     except _TargetFailed as e:
                         last = e.error
                         if e.plain_retry:  # opportunistic TLS failed: once more in plain text
@@ -237,11 +239,11 @@ class SmtpClient:
     # -- sessions ---------------------------------------------------------------------------
 
     async def _open(self, host: str, ip: str, policy: Policy, password: str,
-                    tls: TlsMode) -> _Session:
+                    tls: TlsMode, route_name: str) -> _Session:
         smtp = aiosmtplib.SMTP(hostname=ip, port=policy.port, local_hostname=self.hostname,
                                timeout=self.command_timeout, start_tls=False,
                                validate_certs=False, tls_context=self._tls)
-        session = _Session(smtp, host, ip)
+        session = _Session(smtp, host, ip, route_name=route_name)
         remote = session.remote
         stage = "greeting"
         try:
@@ -294,7 +296,9 @@ class SmtpClient:
                 raise _fail("4.7.4", f"TLS required but not offered by {remote}", remote)
             return
         if mode == "verify":  # the name to check the certificate against, IP or host name
-            context, sni = self._verifying(policy.ca_file, remote), session.host
+            # the name the route asked for, not what DNS answered (an MX name can be
+            # spoofed): for [host] and [IP] routes the same, for MX routes the domain
+            context, sni = self._verifying(policy.ca_file, remote), session.route_name
         else:
             context, sni = self._tls, None if ip_literal(session.host) else session.host
         try:
