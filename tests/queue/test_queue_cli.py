@@ -127,18 +127,22 @@ def test_unknown_id_among_good_ones(queued: Path) -> None:
 
 
 def test_bounce_fails_what_is_left_and_releases(queued: Path) -> None:
+    queue(queued, "hold", FIRST)
     r = queue(queued, "bounce", FIRST, SECOND)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == (f"{FIRST}: returned to sender\n{SECOND}: returned to sender\n"
+    assert r.stdout == (f"{FIRST}: returned to sender\n"
+                        f"{SECOND}: nothing left to return (every delivery is done)\n"
                         "no server running (the bounces go out when it starts)\n")
     with Spool(queued / "queue") as spool:
         states = [(d.user, d.state, d.status, d.last_error)
                   for d in spool.load(FIRST).deliveries]
-        assert not spool.is_held(SECOND)
+        assert spool.is_held(SECOND)  # nothing was returned: the admin's hold stands
     why = "returned to the sender by the postmaster"
     assert states == [("bob@example.net", RcptState.FAILED, "5.0.0", why),
                       ("carol", RcptState.FAILED, "5.0.0", why),
                       ("d@x.org", RcptState.SENT, "", "")]  # made already: stays made
+    with Spool(queued / "queue") as spool:
+        assert not spool.is_held(FIRST)  # released, so that the bounce goes out
 
 
 def test_flush_without_server(queued: Path) -> None:
@@ -244,3 +248,51 @@ def test_import_refuses_what_is_not_a_queue(example_site: Path, tmp_path: Path) 
     assert "not a postroom queue" in r.stderr
     r = queue(example_site, "import", str(example_site))
     assert "this server's own queue" in r.stderr
+
+
+def _dead_spool(dead: Path, count: int) -> list[str]:
+    with Spool(dead / "queue") as other:
+        return [other.put_sync(Envelope("a@example.org", [Recipient("rt@inf.example.ac.uk", [
+            Delivery("local", "", "rt", "rt")])], ARRIVAL + i), BODY) for i in range(count)]
+
+
+def test_import_never_takes_a_message_twice(example_site: Path, tmp_path: Path) -> None:
+    """A run that queued messages but did not mark them (``--keep`` stands for a run
+    killed before marking), and an ID left in both active/ and hold/ by a crash."""
+    dead = tmp_path / "dead-hub"
+    first, second = _dead_spool(dead, 2)
+    r = queue(example_site, "import", "--keep", str(dead))
+    assert r.returncode == 0, r.stderr
+    q = dead / "queue"
+    os.link(q / f"active/{first}.env", q / f"hold/{first}.env")
+    r = queue(example_site, "import", str(dead))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("already imported by an earlier run") == 3
+    with Spool(example_site / "queue") as spool:
+        assert len(spool.ids()) == 2
+        assert sorted(spool.load(q_).salvaged_from for q_ in spool.ids()) == sorted(
+            [first, second])
+
+
+def test_import_refuses_a_queue_in_use_and_files_that_are_not_files(
+        example_site: Path, tmp_path: Path) -> None:
+    dead = tmp_path / "dead-hub"
+    good, linked = _dead_spool(dead, 2)
+    (dead / "queue/msg" / f"{linked}.msg").unlink()
+    (dead / "queue/msg" / f"{linked}.msg").symlink_to("/etc/hostname")
+    (dead / "queue/corrupt/8DtEjreMK0007.env").write_text("{")
+    with Spool(dead / "queue") as still_running:
+        still_running.ids()
+        still_running._share_lock()  # what every process using a spool holds
+        r = queue(example_site, "import", str(dead))
+        assert r.returncode != 0
+        assert "still using this queue" in r.stderr
+    r = queue(example_site, "import", str(dead))
+    assert r.returncode == 65
+    assert f"{good}: imported as " in r.stdout
+    assert f"postroom: {linked}: not imported: no usable message file" in r.stderr
+    assert "postroom: 8DtEjreMK0007: not imported: the dead machine had put its envelope" \
+        in r.stderr
+    with Spool(example_site / "queue") as spool:
+        (new,) = spool.ids()
+        assert spool.read_message(new) == BODY

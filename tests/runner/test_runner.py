@@ -263,6 +263,21 @@ async def test_bounce_while_a_delivery_round_runs_is_not_undone(rig: Rig) -> Non
     assert rig.spool.ids() == []
 
 
+async def test_flush_takes_fresh_messages_too(rig: Rig) -> None:
+    """The master leaves a message younger than 30 s to the intake process that took it,
+    but ``postroom queue flush`` (or ``bounce``) means now."""
+    import time
+
+    rig.clock.now = time.time()
+    rig.runner.leave_fresh = True
+    qid = await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    await rig.run()
+    assert rig.spool.ids() == [qid] and rig.sink.messages == []
+    rig.runner.flush()
+    await rig.run()
+    assert rig.spool.ids() == [] and len(rig.sink.messages) == 1
+
+
 async def test_returned_by_the_postmaster(rig: Rig) -> None:
     """``postroom queue bounce``: a deferred message goes back to its sender at once."""
     rig.sink.tempfail_rcpt = 1

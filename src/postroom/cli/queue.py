@@ -123,10 +123,15 @@ def bounce(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> N
     with Spool(site.queue_dir) as spool:
 
         def return_it(qid: str) -> None:
-            spool.modify(qid, lambda env: env.return_to_sender(BOUNCE_REASON) > 0)
-            spool.release(qid)
+            failed: list[int] = []
+            spool.modify(qid, lambda env: failed.append(env.return_to_sender(
+                BOUNCE_REASON)) or failed[0] > 0)
+            if failed[0]:
+                spool.release(qid)
+            click.echo(f"{qid}: " + ("returned to sender" if failed[0] else
+                                     "nothing left to return (every delivery is done)"))
 
-        failed = _each(qids, return_it, "returned to sender", exit_on_error=False)
+        failed = _each(qids, return_it, None, exit_on_error=False)
     click.echo(_tell_server(site, "no server running (the bounces go out when it starts)"))
     if failed:
         sys.exit(failed)
@@ -156,6 +161,8 @@ def import_(ctx: click.Context, site_dir: str | None, keep: bool,
             report = import_queue(source, spool, keep=keep)
             for old, new in report.imported:
                 click.echo(f"{old}: imported as {new}")
+            for old in report.already:
+                click.echo(f"{old}: already imported by an earlier run")
             for old, why in report.skipped:
                 click.echo(f"postroom: {old}: not imported: {why}", err=True)
                 status = EX_DATAERR

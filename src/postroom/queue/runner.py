@@ -216,7 +216,7 @@ class QueueRunner:
     async def _process(self, qid: str, flush: bool) -> None:
         from postroom.queue.spool import UnknownMessage
 
-        if self.leave_fresh and qid not in self.preloaded:
+        if self.leave_fresh and qid not in self.preloaded and not flush:
             arrived = _arrival(qid)
             if self.clock() - arrived < FRESH_SECONDS:  # its intake process has it
                 self.due[qid] = arrived + FRESH_SECONDS

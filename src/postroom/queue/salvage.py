@@ -4,32 +4,55 @@ directory, and every complete message in it is queued here under a new ID.
 
 What is kept: the sender, each recipient with the state of every delivery (a delivery
 already made is not made again), DSN parameters, arrival time, tries and retry schedule,
-and held messages stay held. The routes are not trusted: this server's runner routes every
-recipient again with its own maps before the first attempt (``QueueRunner._reroute``).
+and held messages stay held (they go straight into ``hold/``). The routes are not
+trusted: this server's runner routes every recipient again with its own maps before the
+first attempt (``QueueRunner._reroute``).
 
-What is skipped: writes that were in progress when the machine died (``tmp/``: they never
-got a 250), and envelopes that cannot be read or whose message file is missing; each is
-reported with the reason. A message imported has its envelope moved to
-``SOURCE/imported/`` (unless ``keep``), so that running the import again does not queue
-it twice.
+What is skipped, each reported with the reason: writes that were in progress when the
+machine died (``tmp/``: they never got a 250, so they are not even listed), envelopes that
+cannot be read, messages whose file is missing or is not a regular file (a symlink on an
+untrusted disk must not make us queue ``/etc/shadow``), and envelopes the dead machine had
+already put aside in ``corrupt/`` (for a person to look at).
+
+Never twice: each new envelope records the source ID (``salvaged_from``), and IDs already
+here are skipped, so a run interrupted between queueing a message and marking it in the
+source, or an ID present in both ``active/`` and ``hold/`` after a crash, does not give two
+copies. A message imported has its envelope moved to ``SOURCE/imported/`` (unless
+``keep``). A source still used by a running server (its ``queue/lock`` held) is refused.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from postroom.errors import QueueError
 from postroom.queue import ids
-from postroom.queue.spool import ACTIVE, ENV_SUFFIX, HOLD, MSG, MSG_SUFFIX, Spool, parse_envelope
+from postroom.queue.spool import (
+    ACTIVE,
+    CORRUPT,
+    ENV_SUFFIX,
+    HOLD,
+    LOCK_FILE,
+    MSG,
+    MSG_SUFFIX,
+    Spool,
+    parse_envelope,
+)
 
 IMPORTED = "imported"
+MAX_FILE = 1 << 31  # no message in a spool is larger; a bigger "file" is something else
 
 
 @dataclass
 class Salvage:
     imported: list[tuple[str, str]] = field(default_factory=list)  # (old ID, new ID)
+    already: list[str] = field(default_factory=list)   # old IDs imported by an earlier run
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (old ID, why)
     warnings: list[str] = field(default_factory=list)
 
@@ -48,45 +71,130 @@ def import_queue(source: Path, spool: Spool, *, keep: bool = False) -> Salvage:
     if src.resolve() == spool.root.resolve():
         raise QueueError(f"{source}: that is this server's own queue")
     report = Salvage()
-    for state in (ACTIVE, HOLD):
-        directory = src / state
-        if not directory.is_dir():
-            continue
-        for name in sorted(os.listdir(directory)):
-            qid = name.removesuffix(ENV_SUFFIX)
-            if not name.endswith(ENV_SUFFIX) or not ids.is_valid(qid):
-                continue
-            _import_one(src, state, qid, spool, keep, report)
+    with _unused(src):
+        done = _already_here(spool)
+        for state in (ACTIVE, HOLD):
+            for qid in _listed(src / state):
+                if qid in done:
+                    report.already.append(qid)
+                    _mark(src, state, qid, keep, report, f"{qid}: already imported")
+                    continue
+                new = _import_one(src, state, qid, spool, report)
+                if new is not None:
+                    done.add(qid)
+                    _mark(src, state, qid, keep, report, f"{qid}: imported as {new}")
+        corrupt = src / CORRUPT
+        for name in sorted(os.listdir(corrupt)) if corrupt.is_dir() else []:
+            report.skipped.append((name.split(".")[0], f"the dead machine had put its "
+                                   f"envelope aside as {corrupt / name}; look at it by hand"))
+        if not keep and (src / IMPORTED).is_dir():
+            for name in (IMPORTED, ACTIVE, HOLD):
+                _fsync_dir(src / name, report)
     return report
 
 
-def _import_one(src: Path, state: str, qid: str, spool: Spool, keep: bool,
-                report: Salvage) -> None:
-    env_path = src / state / (qid + ENV_SUFFIX)
+@contextmanager
+def _unused(src: Path) -> Iterator[None]:
+    """Hold the source's spool lock exclusively: no server may be using it."""
     try:
-        envelope = parse_envelope(env_path.read_bytes())
-    except ValueError as e:
-        report.skipped.append((qid, f"envelope cannot be read ({e}): {env_path}"))
+        fd = os.open(src / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield
         return
     except OSError as e:
-        report.skipped.append((qid, f"cannot read {env_path}: {e.strerror}"))
-        return
+        raise QueueError(f"cannot open {src / LOCK_FILE}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise QueueError(f"{src}: a postroom process is still using this queue; stop "
+                             "it first (or import from a copy)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _already_here(spool: Spool) -> set[str]:
+    found = set()
+    for qid in spool.ids():
+        try:
+            origin = spool.load(qid).salvaged_from
+        except QueueError:
+            continue
+        if origin:
+            found.add(origin)
+    return found
+
+
+def _listed(directory: Path) -> list[str]:
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise QueueError(f"cannot list {directory}: {e.strerror}") from None
+    return [n.removesuffix(ENV_SUFFIX) for n in names
+            if n.endswith(ENV_SUFFIX) and ids.is_valid(n.removesuffix(ENV_SUFFIX))]
+
+
+def _read_regular(path: Path) -> bytes:
+    """A regular file's bytes, never through a symlink, never a device or a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE:
+            raise OSError(0, "not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def _import_one(src: Path, state: str, qid: str, spool: Spool,
+                report: Salvage) -> str | None:
+    env_path = src / state / (qid + ENV_SUFFIX)
     msg_path = src / MSG / (qid + MSG_SUFFIX)
     try:
-        data = msg_path.read_bytes()
+        envelope = parse_envelope(_read_regular(env_path))
+    except ValueError as e:
+        report.skipped.append((qid, f"envelope cannot be read ({e}): {env_path}"))
+        return None
     except OSError as e:
-        report.skipped.append((qid, f"no message file ({e.strerror}): {msg_path}"))
-        return
-    envelope.id, envelope.held = "", False
-    new = spool.put_sync(envelope, data)
-    if state == HOLD:
-        spool.hold(new)
+        report.skipped.append((qid, f"cannot read {env_path}: {e.strerror or e}"))
+        return None
+    try:
+        data = _read_regular(msg_path)
+    except OSError as e:
+        report.skipped.append((qid, f"no usable message file ({e.strerror or e}): "
+                                    f"{msg_path}"))
+        return None
+    envelope.id, envelope.held, envelope.salvaged_from = "", False, qid
+    try:
+        new = spool.put_sync(envelope, data, held=state == HOLD)
+    except QueueError as e:
+        report.skipped.append((qid, f"could not be queued here: {e}"))
+        return None
     report.imported.append((qid, new))
+    return new
+
+
+def _mark(src: Path, state: str, qid: str, keep: bool, report: Salvage, what: str) -> None:
     if keep:
         return
     try:
         (src / IMPORTED).mkdir(exist_ok=True)
-        os.rename(env_path, src / IMPORTED / (qid + ENV_SUFFIX))
+        os.rename(src / state / (qid + ENV_SUFFIX), src / IMPORTED / (qid + ENV_SUFFIX))
     except OSError as e:
-        report.warnings.append(f"{qid}: imported as {new}, but not marked as imported "
-                               f"({e.strerror}); importing {src} again would queue it twice")
+        report.warnings.append(f"{what}, but not marked as imported in {src} "
+                               f"({e.strerror}); it will not be imported twice")
+
+
+def _fsync_dir(path: Path, report: Salvage) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        report.warnings.append(f"cannot fsync {path}: {e.strerror}")

@@ -430,12 +430,13 @@ class Spool:
             loop.call_soon(self._commit_batch)
         return await done
 
-    def put_sync(self, envelope: Envelope, data: bytes) -> str:
+    def put_sync(self, envelope: Envelope, data: bytes, *, held: bool = False) -> str:
         """Queue a message from a thread or a command without an event loop; same
-        guarantees as ``put``."""
+        guarantees as ``put``. ``held``: straight into ``hold/``, never deliverable on the
+        way."""
         if self._closed:
             raise QueueError("the spool is closed")
-        return self._put(envelope, data)
+        return self._put(envelope, data, HOLD if held else ACTIVE)
 
     def _commit_batch(self) -> None:
         """Commit every put of this pass of the event loop: stage each (message and
@@ -484,8 +485,8 @@ class Spool:
             for _, _, done in batch:
                 _settle(done, error=QueueError("cannot queue message: internal error"))
 
-    def _put(self, envelope: Envelope, data: bytes) -> str:
-        item = self._stage(envelope, data)
+    def _put(self, envelope: Envelope, data: bytes, state: str = ACTIVE) -> str:
+        item = self._stage(envelope, data, state)
         try:
             self._syncs[MSG].sync()  # the message is durable before its envelope appears
             os.rename(item.staged, item.target)
@@ -495,14 +496,14 @@ class Spool:
         finally:
             self._forget(item.qid)
         try:
-            self._syncs[ACTIVE].sync()
+            self._syncs[state].sync()
         except OSError as e:
             self._take_out(item.qid, item.target)
             envelope.id, envelope.size = item.saved
             raise QueueError(f"cannot queue message: {_describe(e)}") from e
         return item.qid
 
-    def _stage(self, envelope: Envelope, data: bytes) -> _Staged:
+    def _stage(self, envelope: Envelope, data: bytes, state: str = ACTIVE) -> _Staged:
         """Claim an ID, write and fsync the message and its envelope (in ``tmp/``).
         Nothing names the message yet; on error nothing is left behind."""
         self._share_lock()
@@ -510,7 +511,7 @@ class Spool:
         saved = envelope.id, envelope.size
         qid, fd = self._claim(envelope.id)
         item = _Staged(qid, envelope, saved, f"{self._tmp}/{qid}{ENV_SUFFIX}",
-                       self._env(ACTIVE, qid))
+                       self._env(state, qid))
         try:
             try:
                 envelope.id, envelope.size = qid, len(data)
