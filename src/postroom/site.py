@@ -259,7 +259,11 @@ class Site:
             os.kill(pid, 0)
         except (OSError, ValueError):
             return None
-        return pid
+        try:  # a stale file may name a pid reused by another program: never signal that
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return pid  # no /proc here: trust the file
+        return pid if b"postroom" in cmdline and b"serve" in cmdline else None
 
     @property
     def local_domains(self) -> frozenset[str]:

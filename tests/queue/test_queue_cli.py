@@ -162,7 +162,7 @@ def test_flush_signals_the_server(queued: Path, tmp_path: Path) -> None:
          "import pathlib, signal, sys, time\n"
          f"signal.signal(signal.SIGUSR1, lambda *a: pathlib.Path({str(flag)!r}).touch())\n"
          "print('ready', flush=True)\n"
-         "time.sleep(60)\n"],
+         "time.sleep(60)\n", "postroom", "serve"],  # how the check knows a server
         stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline() == "ready\n"
@@ -181,6 +181,18 @@ def test_flush_signals_the_server(queued: Path, tmp_path: Path) -> None:
     r = queue(queued, "flush")  # the pid file now names a dead process
     assert r.stdout == ("0 messages with deferred deliveries rescheduled; "
                         "no server running (the queue runs when it starts)\n")
+
+
+def test_stale_pid_file_never_signals_another_program(queued: Path) -> None:
+    other = subprocess.Popen(["sleep", "60"])  # took the pid of a server long gone
+    try:
+        (queued / "state" / "serve.pid").write_text(f"{other.pid}\n")
+        r = queue(queued, "flush")
+        assert "no server running" in r.stdout
+        assert other.poll() is None  # SIGUSR1 would have killed it
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_corrupt_envelope_in_listing(queued: Path) -> None:
