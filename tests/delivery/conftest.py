@@ -34,7 +34,19 @@ MESSAGE = (b"Received: from client.example (client.example [192.0.2.1])\r\n"
 SiteFactory = Callable[..., Site]
 
 
-@pytest.fixture(autouse=True, params=["pipelining", "one command at a time"])
+SINK_MODES = ["pipelining", "one command at a time"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Courier tests run in both sink modes; those marked ``pipelining_only`` (about a
+    server that offers PIPELINING) in that mode only."""
+    if "sink_pipelining" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("pipelining_only") is not None
+        metafunc.parametrize("sink_pipelining", SINK_MODES[:1] if only else SINK_MODES,
+                             indirect=True)
+
+
+@pytest.fixture(autouse=True)
 def sink_pipelining(request: pytest.FixtureRequest) -> Any:
     """Every courier test runs against sinks that offer PIPELINING (the client then sends
     a transaction in two writes) and against sinks that do not."""

@@ -411,13 +411,12 @@ async def test_unexpected_error_defers(zone: DnsServer, sink: Sink, esmtp: Couri
     assert "resolver exploded" in a.text
 
 
-async def test_pipelined_transaction_waits_for_no_reply(zone: DnsServer, esmtp: Couriers,
-                                                        sink_pipelining: str) -> None:
+@pytest.mark.pipelining_only
+async def test_pipelined_transaction_waits_for_no_reply(zone: DnsServer,
+                                                        esmtp: Couriers) -> None:
     """With PIPELINING offered, MAIL, every RCPT and DATA go out before any reply: this
     server answers nothing until it has read DATA (a client waiting for the MAIL reply
     would stall, and the server hangs up after 3 s)."""
-    if sink_pipelining != "pipelining":
-        pytest.skip("about servers that offer PIPELINING")
     seen: list[bytes] = []
 
     async def strict(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -470,12 +469,11 @@ async def _scripted_server(script: Any) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_pipelined_replies_each_get_the_command_timeout(
-        zone: DnsServer, esmtp: Couriers, sink_pipelining: str) -> None:
+@pytest.mark.pipelining_only
+async def test_pipelined_replies_each_get_the_command_timeout(zone: DnsServer,
+                                                             esmtp: Couriers) -> None:
     """A server that takes 0.4 s per RCPT (a callout, say) is within a 1 s timeout for
     each, though not for all five together."""
-    if sink_pipelining != "pipelining":
-        pytest.skip("about servers that offer PIPELINING")
 
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n")  # MAIL
@@ -500,12 +498,11 @@ async def test_pipelined_replies_each_get_the_command_timeout(
     assert [a.outcome for a in attempts] == [Outcome.SENT] * 5, attempts[0].text
 
 
-async def test_pipelined_replies_before_a_hang_up_stand(zone: DnsServer, esmtp: Couriers,
-                                                         sink_pipelining: str) -> None:
+@pytest.mark.pipelining_only
+async def test_pipelined_replies_before_a_hang_up_stand(zone: DnsServer,
+                                                         esmtp: Couriers) -> None:
     """The server refuses the first recipient, then hangs up: that refusal is final (a
     bounce), the other recipient is deferred, as without pipelining."""
-    if sink_pipelining != "pipelining":
-        pytest.skip("about servers that offer PIPELINING")
 
     async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n")
