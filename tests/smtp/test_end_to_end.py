@@ -92,3 +92,40 @@ async def test_null_client_sends_everything_to_the_hub(example_site: Path,
         await asyncio.to_thread(server.stop)
         await hub.stop()
 
+
+
+async def test_bounce_by_the_postmaster_through_the_running_server(example_site: Path,
+                                                                   ca: trustme.CA) -> None:
+    """staffmail is unreachable, so mail for neilb waits; ``postroom queue bounce`` makes
+    the running server (master and two intake processes) return it at once."""
+    import email
+    import email.policy
+    import subprocess
+
+    from postroom.queue.spool import Spool
+    from tests.conftest import POSTROOM
+
+    configure_site(example_site, ca)
+    server = await asyncio.to_thread(lambda: Server(example_site, workers=2).start())
+    try:
+        refused = await asyncio.to_thread(send, server.ports["mx"], INBOUND_IP,
+                                          "rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+        assert refused == {}
+        await wait_for(lambda: "stat=Deferred" in server.log())
+        with Spool(example_site / "queue") as spool:
+            (qid,) = spool.ids()
+        r = await asyncio.to_thread(subprocess.run, [
+            POSTROOM, "queue", "bounce", "--site", str(example_site), qid],
+            capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"{qid}: returned to sender\nserver ")
+        new = example_site / "mail/rt/new"
+        await wait_for(lambda: new.exists() and any(new.iterdir()))
+        (path,) = new.iterdir()
+        dsn = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert dsn["Subject"] == "Undelivered Mail Returned to Sender"
+        assert "returned to the sender by the postmaster" in dsn.as_string()
+        with Spool(example_site / "queue") as spool:
+            await wait_for(lambda: qid not in spool.ids())
+    finally:
+        await asyncio.to_thread(server.stop)

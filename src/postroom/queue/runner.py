@@ -443,4 +443,4 @@ class QueueRunner:
         qid = await self.spool.put(notice_env, body)
         maillog.line(f"{env.id}: sender notify: {', '.join(sorted({n.action for n in notices}))}"
                      f"; DSN queued as {qid} to <{to}>")
-        self.notify(qid)
+        self.take(notice_env, body)  # from memory, now: no other process knows of it
