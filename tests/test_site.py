@@ -50,6 +50,13 @@ def test_wrong_type_names_field(tmp_path: Path) -> None:
     assert "not a duration" in str(e.value)
 
 
+def test_limit_beyond_what_the_server_counts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        site.load(write(tmp_path, GOOD + "concurrency = 1000\n"))
+    assert (e.value.line, e.value.field) == (8, "queue.concurrency")
+    assert "less than or equal to 256" in str(e.value)
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         site.load(write(tmp_path, '[site]\ndomains = ["x.example"]\n'))

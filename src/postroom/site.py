@@ -142,8 +142,9 @@ class QueueSection(_Section):
     retry_initial: Duration = 300.0
     retry_max: Duration = 3600.0
     run_interval: Duration = 1.0
-    concurrency: int = Field(20, ge=1)
-    destination_concurrency: int = Field(5, ge=1)
+    # counted server-wide in queue/limits, which has room for 256 per key
+    concurrency: int = Field(20, ge=1, le=256)
+    destination_concurrency: int = Field(5, ge=1, le=256)
     recipients_per_transaction: int = Field(100, ge=1)
 
 
