@@ -240,7 +240,7 @@ async def test_removal_waits_for_a_locked_message_off_the_event_loop(rig: Rig) -
     await rig.run()
     beat.cancel()
     assert rig.spool.ids() == [] and len(rig.sink.messages) == 1
-    assert ticks >= 25, ticks  # the loop kept running while the removal waited
+    assert ticks >= 20, ticks  # the loop kept running while the removal waited (~50)
 
 
 async def test_bounce_while_a_delivery_round_runs_is_not_undone(rig: Rig) -> None:
