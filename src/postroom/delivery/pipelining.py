@@ -59,6 +59,8 @@ class ReplyReader(asyncio.Protocol):
     async def reply(self, timeout: float | None = None) -> SMTPResponse:
         """The next reply; SMTPServerDisconnected if the connection ended first,
         TimeoutError if ``timeout`` seconds pass without it."""
+        if self._replies:  # pipelined replies mostly come together: no timer for these
+            return self._replies.popleft()
         async with asyncio.timeout(timeout):
             while not self._replies:
                 if self._error is not None:
