@@ -440,68 +440,69 @@ class Spool:
 
     def _commit_batch(self) -> None:
         """Commit every put of this pass of the event loop: stage each (message and
-        envelope written and fsynced), one fsync of ``msg/``, the renames into ``active/``,
-        one fsync of ``active/``; then answer each waiting put."""
+        envelope written and fsynced), then publish them together: one fsync of ``msg/``,
+        the renames into ``active/``, one fsync of ``active/``; then answer each put."""
         batch, self._batch = self._batch, []
         try:
-            staged: list[tuple[_Staged, asyncio.Future[str]]] = []
+            staged: list[_Staged] = []
+            waiting: list[asyncio.Future[str]] = []
             for envelope, data, done in batch:
                 try:
-                    staged.append((self._stage(envelope, data), done))
+                    staged.append(self._stage(envelope, data))
+                    waiting.append(done)
                 except BaseException as e:  # handed to the waiting put
                     _settle(done, error=e)
-            if not staged:
-                return
-            try:
-                self._syncs[MSG].flush()  # the messages are durable before their envelopes appear
-            except OSError as e:
-                for item, done in staged:
-                    self._unstage(item)
-                    self._forget(item.qid)
-                    _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
-                return
-            published: list[tuple[_Staged, asyncio.Future[str]]] = []
-            for item, done in staged:
-                try:
-                    os.rename(item.staged, item.target)
-                except OSError as e:
-                    self._unstage(item)
-                    _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
-                else:
-                    published.append((item, done))
-                finally:
-                    self._forget(item.qid)
-            try:
-                self._syncs[ACTIVE].flush()
-            except OSError as e:
-                for item, done in published:
-                    self._take_out(item.qid, item.target)
-                    item.envelope.id, item.envelope.size = item.saved
-                    _settle(done, error=QueueError(f"cannot queue message: {_describe(e)}"))
-                return
-            for item, done in published:
-                _settle(done, result=item.qid)
+            if staged:
+                outcomes = self._publish(staged, ACTIVE, lambda name: self._syncs[name].flush())
+                for done, outcome in zip(waiting, outcomes, strict=True):
+                    if isinstance(outcome, QueueError):
+                        _settle(done, error=outcome)
+                    else:
+                        _settle(done, result=outcome)
         finally:  # an unexpected error: no put may wait forever (the loop logs the error)
             for _, _, done in batch:
                 _settle(done, error=QueueError("cannot queue message: internal error"))
 
     def _put(self, envelope: Envelope, data: bytes, state: str = ACTIVE) -> str:
         item = self._stage(envelope, data, state)
+        # sync(): threads putting at once share the directory fsyncs
+        (outcome,) = self._publish([item], state, lambda name: self._syncs[name].sync())
+        if isinstance(outcome, QueueError):
+            raise outcome
+        return outcome
+
+    def _publish(self, items: list[_Staged], state: str,
+                 sync: Callable[[str], None]) -> list[str | QueueError]:
+        """The second half of a put, for staged messages: ``msg/`` made durable (the
+        messages before their envelopes appear), each envelope renamed into ``state``,
+        that directory made durable. Returns each one's ID, or the error that undid it."""
         try:
-            self._syncs[MSG].sync()  # the message is durable before its envelope appears
-            os.rename(item.staged, item.target)
+            sync(MSG)
         except OSError as e:
-            self._unstage(item)
-            raise QueueError(f"cannot queue message: {_describe(e)}") from e
-        finally:
-            self._forget(item.qid)
+            for item in items:
+                self._unstage(item)
+                self._forget(item.qid)
+            return [QueueError(f"cannot queue message: {_describe(e)}")] * len(items)
+        outcomes: list[str | QueueError] = []
+        for item in items:
+            try:
+                os.rename(item.staged, item.target)
+                outcomes.append(item.qid)
+            except OSError as e:
+                self._unstage(item)
+                outcomes.append(QueueError(f"cannot queue message: {_describe(e)}"))
+            finally:
+                self._forget(item.qid)
         try:
-            self._syncs[state].sync()
+            sync(state)
         except OSError as e:
-            self._take_out(item.qid, item.target)
-            envelope.id, envelope.size = item.saved
-            raise QueueError(f"cannot queue message: {_describe(e)}") from e
-        return item.qid
+            error = QueueError(f"cannot queue message: {_describe(e)}")
+            for i, item in enumerate(items):
+                if outcomes[i] == item.qid:
+                    self._take_out(item.qid, item.target)
+                    item.envelope.id, item.envelope.size = item.saved
+                    outcomes[i] = error
+        return outcomes
 
     def _stage(self, envelope: Envelope, data: bytes, state: str = ACTIVE) -> _Staged:
         """Claim an ID, write and fsync the message and its envelope (in ``tmp/``).
