@@ -3,6 +3,7 @@ server and SMTP sinks, all on port 0 in the test's event loop."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -55,6 +56,20 @@ def sink_pipelining(request: pytest.FixtureRequest) -> Any:
     sinks.PIPELINING_DEFAULT[0] = request.param == "pipelining"
     yield request.param
     sinks.PIPELINING_DEFAULT[0] = False
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths fsynced during the test, in order (each fsync is recorded, then done)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
 
 
 def _toml(value: Any) -> str:

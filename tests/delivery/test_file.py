@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
-import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from postroom.delivery.base import Outcome
 from postroom.delivery.file import FileCourier, mbox_entry
@@ -129,16 +126,8 @@ async def test_message_unchanged_apart_from_line_endings(tmp_path: Path) -> None
     assert unescape(body) == MESSAGE.replace(b"\r\n", b"\n") + b"\n"
 
 
-async def test_append_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+async def test_append_is_fsynced(tmp_path: Path, fsynced: list[str]) -> None:
     box = tmp_path / "synced.mbox"
     [a] = await FileCourier().deliver(make_job("file", "", [str(box)]))
     assert a.outcome is Outcome.SENT
-    assert synced == [str(box)]
+    assert fsynced == [str(box)]

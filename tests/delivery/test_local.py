@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
-import os
 from email import message_from_bytes
-
-import pytest
 
 from postroom.delivery.base import Outcome
 from postroom.delivery.local import LocalCourier
@@ -71,19 +68,11 @@ async def test_unsafe_mailbox_name_fails(make_site: SiteFactory) -> None:
 
 
 async def test_file_and_new_directory_are_fsynced(make_site: SiteFactory,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+                                                  fsynced: list[str]) -> None:
     site = make_site()
     [a] = await LocalCourier(site).deliver(make_job("local", "", ["rt"]))
     assert a.outcome is Outcome.SENT
     [path] = list((site.mail_dir / "rt" / "new").iterdir())
     box = site.mail_dir / "rt"
-    assert str(box / "tmp" / path.name) in synced  # the data, before the rename
-    assert synced[-1] == str(box / "new")  # the rename, last, before SENT
+    assert str(box / "tmp" / path.name) in fsynced  # the data, before the rename
+    assert fsynced[-1] == str(box / "new")  # the rename, last, before SENT

@@ -123,13 +123,19 @@ def bounce(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> N
     with Spool(site.queue_dir) as spool:
 
         def return_it(qid: str) -> None:
-            failed: list[int] = []
-            spool.modify(qid, lambda env: failed.append(env.return_to_sender(
-                BOUNCE_REASON)) or failed[0] > 0)
-            if failed[0]:
+            failed = 0
+
+            def fail_the_rest(envelope: Envelope) -> bool:
+                nonlocal failed
+                failed = envelope.return_to_sender(BOUNCE_REASON)
+                return failed > 0  # store it only if something changed
+
+            spool.modify(qid, fail_the_rest)
+            if failed:
                 spool.release(qid)
-            click.echo(f"{qid}: " + ("returned to sender" if failed[0] else
-                                     "nothing left to return (every delivery is done)"))
+                click.echo(f"{qid}: returned to sender")
+            else:
+                click.echo(f"{qid}: nothing left to return (every delivery is done)")
 
         failed = _each(qids, return_it, None, exit_on_error=False)
     click.echo(_tell_server(site, "no server running (the bounces go out when it starts)"))

@@ -442,10 +442,7 @@ class SmtpClient:
             smtp.close()
             why = "no reply in time" if isinstance(e, TimeoutError) else _reason(e)
             if stage == "message":
-                for d in accepted:
-                    done[id(d)] = Attempt(d, Outcome.DEFERRED, 451, "4.4.2",
-                                          f"lost connection with {remote} while sending "
-                                          f"the message: {why}", remote, session.tls)
+                _lost_in_message(accepted, session, why, done)
                 return
             if replies[reset:]:  # what was answered before the loss stands
                 self._judge(session, replies[reset:], rcpts, done)
@@ -522,11 +519,7 @@ class SmtpClient:
             # and aiosmtplib does not say which: the next transaction starts with RSET
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as e:
             smtp.close()
-            for d in accepted:
-                done[id(d)] = Attempt(d, Outcome.DEFERRED, 451, "4.4.2",
-                                      f"lost connection with {session.remote} while sending "
-                                      f"the message: {_reason(e)}", session.remote,
-                                      session.tls)
+            _lost_in_message(accepted, session, _reason(e), done)
             return
         for d in accepted:
             done[id(d)] = self._attempt(d, reply, session)
@@ -612,6 +605,16 @@ def bad_destination(job: Job, reason: str) -> list[Attempt]:
     (the mail waits for the fix) rather than bounced."""
     return [Attempt(d, Outcome.DEFERRED, 451, "4.3.5", f"bad destination host in route: {reason}")
             for d in job.deliveries]
+
+
+def _lost_in_message(accepted: list[Delivery], session: _Session, why: str,
+                     done: dict[int, Attempt]) -> None:
+    """The connection died while the message was going out: it may or may not have
+    arrived, so every recipient of the transaction is deferred (a duplicate beats a loss)."""
+    for d in accepted:
+        done[id(d)] = Attempt(d, Outcome.DEFERRED, 451, "4.4.2", f"lost connection with "
+                              f"{session.remote} while sending the message: {why}",
+                              session.remote, session.tls)
 
 
 def _fail(status: str, text: str, remote: str) -> _TargetFailed:

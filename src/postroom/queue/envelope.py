@@ -102,8 +102,9 @@ class Envelope:
         """Fail every delivery not yet final, so that the runner sends the bounce (as the
         lifetime's end does); returns how many it failed. Remembered in ``returned``, so
         that a runner that was delivering the message meanwhile does not undo it."""
-        self.returned = reason
         pending = [d for d in self.deliveries if not d.final]
+        if pending:
+            self.returned = reason
         for d in pending:
             d.state, d.status, d.last_error, d.next_attempt = RcptState.FAILED, status, reason, 0.0
         return len(pending)

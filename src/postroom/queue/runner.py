@@ -301,7 +301,6 @@ class QueueRunner:
                 setattr(disk, name, getattr(env, name))
             if reason and not env.returned:
                 disk.return_to_sender(reason)
-                disk.returned = reason
             return True
 
         return merge
