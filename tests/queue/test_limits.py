@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from postroom.queue.limits import SharedLimits, _base
+from postroom.queue.limits import SharedLimits, slots_of
 
 CHILD = """
 import sys
-from postroom.queue.limits import SharedLimits, _base
+from postroom.queue.limits import SharedLimits, slots_of
 limits = SharedLimits(sys.argv[1])
-held = [limits.try_acquire(_base("esmtp:example.org"), 2) for _ in range(2)]
+held = [limits.try_acquire(slots_of("esmtp:example.org"), 2) for _ in range(2)]
 assert None not in held, held
 print("held", flush=True)
 sys.stdin.read()
@@ -27,8 +27,8 @@ async def test_limit_inside_one_process(tmp_path: Path) -> None:
     a = await limits.acquire("esmtp:example.org", 2)
     b = await limits.acquire("esmtp:example.org", 2)
     assert a != b
-    assert limits.try_acquire(_base("esmtp:example.org"), 2) is None
-    assert limits.try_acquire(_base("esmtp:example.net"), 2) is not None  # another key
+    assert limits.try_acquire(slots_of("esmtp:example.org"), 2) is None
+    assert limits.try_acquire(slots_of("esmtp:example.net"), 2) is not None  # another key
     waiting = asyncio.ensure_future(limits.acquire("esmtp:example.org", 2))
     await asyncio.sleep(0.05)
     assert not waiting.done()

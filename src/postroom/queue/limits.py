@@ -1,4 +1,5 @@
-"""Delivery concurrency limits for the whole server, not per process.
+"""Delivery concurrency limits for the whole server, not per process (and, with a limit of
+one per message ID, the runner's claims on messages being delivered).
 
 Every intake process delivers what it took in, and the master does the retries, so a
 limit kept in one process's memory would let each of them open that many connections to
@@ -38,7 +39,7 @@ class SharedLimits:
             self.release(offset)
 
     async def acquire(self, key: str, limit: int) -> int:
-        base = _base(key)
+        base = slots_of(key)
         delay = _POLL_FIRST
         while True:
             offset = self.try_acquire(base, limit)
@@ -67,7 +68,8 @@ class SharedLimits:
         os.close(self.fd)
 
 
-def _base(key: str) -> int:
+def slots_of(key: str) -> int:
+    """Where the bytes of ``key`` start in the file."""
     # 2^40 runs of 256 bytes: offsets stay below 2^48, far inside off_t
     bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=5).digest(), "big")
     return bucket * MAX_LIMIT

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from postroom import maillog
 from postroom.queue import accept, dsn, ids
 from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
-from postroom.queue.limits import SharedLimits
+from postroom.queue.limits import SharedLimits, slots_of
 from postroom.queue.schedule import retry_delay
 
 if TYPE_CHECKING:
@@ -65,35 +63,31 @@ def _arrival(qid: str) -> float:
 
 
 class Claims:
-    """Which process is delivering which message, across the processes of one server.
-
-    One byte of ``queue/claims`` per message (at an offset hashed from its ID) carries a
-    POSIX record lock while a runner works on the message; the kernel drops it if the
-    process dies. (The spool's own flock on the message file is for short changes and
-    must stay free meanwhile, so a claim cannot be a flock on that file.) Two IDs that
-    hash alike only make one of them wait for the next round. Record locks do not conflict
-    inside one process: there the runner's ``inflight`` table does the job.
-    """
+    """Which process is delivering which message, across the processes of one server:
+    a one-slot ``SharedLimits`` per message ID, in ``queue/claims``, locked while a runner
+    works on the message and freed by the kernel if the process dies. (The spool's own
+    flock on the message file is for short changes and must stay free meanwhile, so a
+    claim cannot be a flock on that file.) Two IDs that hash alike only make one of them
+    wait for the next round."""
 
     def __init__(self, queue_dir: os.PathLike[str]) -> None:
-        self.fd = os.open(os.path.join(queue_dir, "claims"), os.O_RDWR | os.O_CREAT, 0o600)
-
-    @staticmethod
-    def _offset(qid: str) -> int:
-        return zlib.crc32(qid.encode()) & 0x7FFFFFFF
+        self._locks = SharedLimits(os.path.join(queue_dir, "claims"))
+        self._held: dict[str, int] = {}
 
     def take(self, qid: str) -> bool:
-        try:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(qid))
-        except OSError:
+        offset = self._locks.try_acquire(slots_of(qid), 1)
+        if offset is None:
             return False
+        self._held[qid] = offset
         return True
 
     def release(self, qid: str) -> None:
-        fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self._offset(qid))
+        offset = self._held.pop(qid, None)
+        if offset is not None:
+            self._locks.release(offset)
 
     def close(self) -> None:
-        os.close(self.fd)
+        self._locks.close()
 
 
 class QueueRunner:
