@@ -40,7 +40,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from postroom.queue.envelope import Delivery, Envelope, Recipient
+from postroom.envelope import Delivery, Envelope, Recipient
 from postroom.queue.spool import Spool
 
 Result = tuple[float, list[float], float]  # puts/s, latencies (s), CPU ms per put

@@ -29,6 +29,12 @@ def open_log(path: Path, hostname: str) -> None:
     _path, _host = path, hostname.split(".")[0]
 
 
+def reopen() -> None:
+    """Open the log file again by its name (after log rotation moved the old one)."""
+    if _path is not None:
+        open_log(_path, _host)
+
+
 def close_log() -> None:
     global _fd
     if _fd is not None:

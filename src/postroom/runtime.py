@@ -67,3 +67,32 @@ class Reloader:
         self.current = fresh
         self.last_error = None
         return True
+
+    def refresh_lists(self) -> None:
+        """The store's lists changed (created, removed): route with them now, keeping the
+        profile and maps in force."""
+        rt = self.current
+        self.current = Runtime(rt.site, rt.maps, Resolver(rt.site, rt.maps, list_source(rt.site)))
+
+
+# Keys a running server cannot change without a restart: the sockets it listens on, how
+# many intake processes it forks, the store its processes keep connections to.
+RESTART_KEYS = ("listeners", "smtp.workers", "database.url")
+
+
+def changed_keys(old: site_mod.Site, new: site_mod.Site) -> list[str]:
+    """Every profile key (dotted) whose value differs, sections and lists compared whole
+    below the second level: ``delivery.relays``, ``listeners``, ``limits.message_size``."""
+    a, b = old.profile.model_dump(), new.profile.model_dump()
+    out = []
+    for section in sorted(set(a) | set(b)):
+        va, vb = a.get(section), b.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"{section}.{k}" for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
+        elif va != vb:
+            out.append(section)
+    return out
+
+
+def needs_restart(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESTART_KEYS)

@@ -2,7 +2,7 @@
 
 import sys
 
-from postroom.serve import worker_main
+from postroom.serve.master import worker_main
 
 if __name__ == "__main__":
     worker_main(sys.argv[1:])

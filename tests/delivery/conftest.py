@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trustme
 
-from postroom.delivery.base import Job
-from postroom.queue.envelope import Delivery, Envelope, Recipient
+from postroom.envelope import Delivery, Envelope, Recipient
 from postroom.site import Site, load
+from postroom.types import Job
 from tests.dnsserver import DnsServer
 
 SENDER = "alice@inf.example.ac.uk"

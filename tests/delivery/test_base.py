@@ -14,17 +14,10 @@ from postroom.delivery import (
     aclose_all,
     couriers_for,
 )
-from postroom.delivery.base import (
-    Attempt,
-    Job,
-    Outcome,
-    deferred,
-    deliver_job,
-    failed,
-    group_jobs,
-)
 from postroom.delivery.smtp_client import parse_reply
-from postroom.queue.envelope import Delivery, RcptState
+from postroom.envelope import Delivery, RcptState
+from postroom.runner.contract import deliver_job, jobs_for
+from postroom.types import Attempt, Job, Outcome, deferred, failed
 from tests.delivery.conftest import MESSAGE, SiteFactory, make_job
 
 
@@ -94,13 +87,14 @@ def test_attempt_apply(outcome: Outcome, state: RcptState) -> None:
         state, 3, "451 4.4.1 Connection refused", "4.4.1", "mx [192.0.2.1]")
 
 
-def test_group_jobs_by_mailer_and_host() -> None:
+def test_jobs_for_groups_by_mailer_and_host() -> None:
     job = make_job("esmtp", "a.test", ["x@a.test"])
     env = job.envelope
     ds = [Delivery("esmtp", "a.test", "1@a.test", "1"), Delivery("local", "", "rt", "rt"),
           Delivery("esmtp", "b.test", "2@b.test", "2"), Delivery("esmtp", "A.test", "3@a.test",
                                                                  "3")]
-    jobs = group_jobs(env, MESSAGE, "Q1", ds)
+    env.id = "Q1"
+    jobs = list(jobs_for(env, MESSAGE, ds).values())
     assert [[d.user for d in j.deliveries] for j in jobs] == [["1@a.test", "3@a.test"], ["rt"],
                                                              ["2@b.test"]]
     assert [(j.mailer, j.host) for j in jobs] == [("esmtp", "a.test"), ("local", ""),

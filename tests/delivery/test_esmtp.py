@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import trustme
 
-from postroom.delivery.base import Outcome
 from postroom.delivery.esmtp import EsmtpCourier
-from postroom.queue.envelope import RcptState
+from postroom.envelope import RcptState
+from postroom.types import Outcome
 from tests.delivery.conftest import MESSAGE, SENDER, SiteFactory, make_job
 from tests.dnsserver import DnsServer
 from tests.sinks import Sink, server_tls

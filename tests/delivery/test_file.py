@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from postroom.delivery.base import Outcome
 from postroom.delivery.file import FileCourier, mbox_entry
+from postroom.types import Outcome
 from tests.delivery.conftest import MESSAGE, SENDER, make_job
 
 ESCAPES = (b"Subject: escapes\r\n\r\nFrom here on\r\n>From quoted\r\n>>From twice\r\n"

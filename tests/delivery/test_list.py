@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from postroom.delivery.base import Outcome
 from postroom.delivery.list import ListCourier
+from postroom.envelope import Envelope
 from postroom.errors import PermanentFailure, TemporaryFailure
-from postroom.queue.envelope import Envelope
+from postroom.types import Outcome
 from tests.delivery.conftest import MESSAGE, make_job
 
 LIST = "unix-admins@inf.example.ac.uk"

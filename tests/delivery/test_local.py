@@ -6,8 +6,8 @@ import asyncio
 import mailbox
 from email import message_from_bytes
 
-from postroom.delivery.base import Outcome
 from postroom.delivery.local import LocalCourier
+from postroom.types import Outcome
 from tests.delivery.conftest import MESSAGE, SENDER, SiteFactory, make_job
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from postroom.delivery.base import Job, Outcome
 from postroom.delivery.prog import ProgCourier, argv_of, command_of
+from postroom.types import Job, Outcome
 from tests.delivery.conftest import MESSAGE, SENDER, SiteFactory, make_job
 
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import trustme
 
-from postroom.delivery.base import Outcome
 from postroom.delivery.mx import parse_destination
 from postroom.delivery.relay import RelayCourier, relay_settings
 from postroom.delivery.smtp_client import Policy
+from postroom.types import Outcome
 from tests.delivery.conftest import MESSAGE, SiteFactory, make_job
 from tests.dnsserver import DnsServer
 from tests.sinks import Sink, server_tls

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from postroom.errors import QueueError
-from postroom.queue.envelope import Delivery, Envelope, Recipient
+from postroom.envelope import Delivery, Envelope, Recipient
 from postroom.queue.spool import Spool
 
 

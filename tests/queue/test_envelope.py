@@ -8,7 +8,7 @@ from dataclasses import asdict
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
+from postroom.envelope import Delivery, Envelope, RcptState, Recipient
 
 text = st.text(max_size=20)
 deliveries = st.builds(Delivery, text, text, text, text, st.sampled_from(list(RcptState)),

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
+from postroom.envelope import Delivery, Envelope, RcptState, Recipient
 from postroom.queue.spool import Spool
 from tests.conftest import POSTROOM
 
@@ -155,30 +155,41 @@ def test_flush_without_server(queued: Path) -> None:
         assert (bob.state, bob.next_attempt, bob.tries) == (RcptState.DEFERRED, 0.0, 3)
 
 
-def test_flush_signals_the_server(queued: Path, tmp_path: Path) -> None:
-    flag = tmp_path / "got-usr1"
-    server = subprocess.Popen(
-        [sys.executable, "-c",
-         "import pathlib, signal, sys, time\n"
-         f"signal.signal(signal.SIGUSR1, lambda *a: pathlib.Path({str(flag)!r}).touch())\n"
-         "print('ready', flush=True)\n"
-         "time.sleep(60)\n", "postroom", "serve"],  # how the check knows a server
-        stdout=subprocess.PIPE, text=True)
+_FAKE_SERVER = """
+import asyncio, json, sys
+from postroom import control
+
+async def main():
+    async def flush(*args):
+        print(json.dumps(["flush", *args]), flush=True)
+        return {"ok": True}
+    server = await control.serve(sys.argv[1], {"flush": flush})
+    print("ready", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_flush_of_one_message_asks_the_server_for_that_message(queued: Path) -> None:
+    """``queue flush ID`` asks the running server (control channel) to run that message
+    only; with no server listening it says so."""
+    server = subprocess.Popen([sys.executable, "-c", _FAKE_SERVER, str(queued / "state")],
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline() == "ready\n"
-        (queued / "state" / "serve.pid").write_text(f"{server.pid}\n")
         r = queue(queued, "flush", FIRST)
         assert r.returncode == 0, r.stderr
-        assert r.stdout == (f"1 message with deferred deliveries rescheduled; "
-                            f"server {server.pid} told to run the queue\n")
-        deadline = time.monotonic() + 10
-        while not flag.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert flag.exists()
+        assert r.stdout == ("1 message with deferred deliveries rescheduled; "
+                            "server told to run 1 message now\n")
+        assert json.loads(server.stdout.readline()) == ["flush", FIRST]
+        r = queue(queued, "flush")
+        assert r.stdout.endswith("server told to run the queue now\n")
+        assert json.loads(server.stdout.readline()) == ["flush"]
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
-    r = queue(queued, "flush")  # the pid file now names a dead process
+    r = queue(queued, "flush")  # nobody listens any more
     assert r.stdout == ("0 messages with deferred deliveries rescheduled; "
                         "no server running (the queue runs when it starts)\n")
 

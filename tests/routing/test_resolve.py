@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from postroom import runtime
-from postroom.routing.resolve import Route
+from postroom.types import Route
 
 PROFILE = """\
 [site]

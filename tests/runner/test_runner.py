@@ -18,10 +18,10 @@ import pytest
 
 from postroom import runtime
 from postroom.delivery import aclose_all, couriers_for
+from postroom.envelope import RcptState
 from postroom.queue import accept
-from postroom.queue.envelope import RcptState
-from postroom.queue.runner import QueueRunner
 from postroom.queue.spool import Spool
+from postroom.runner import QueueRunner
 from tests.sinks import Sink
 
 MSG = (b"From: rt@inf.example.ac.uk\r\nTo: neilb@inf.example.ac.uk\r\nSubject: hello\r\n"
@@ -263,19 +263,61 @@ async def test_bounce_while_a_delivery_round_runs_is_not_undone(rig: Rig) -> Non
     assert rig.spool.ids() == []
 
 
-async def test_flush_takes_fresh_messages_too(rig: Rig) -> None:
-    """The master leaves a message younger than 30 s to the intake process that took it,
-    but ``postroom queue flush`` (or ``bounce``) means now."""
-    import time
+_HOLD_CLAIM = """
+import sys
+from postroom.runner.claims import Claims
+claims = Claims(sys.argv[1])
+assert claims.reserve(sys.argv[2])
+print("held", flush=True)
+sys.stdin.read()
+"""
 
-    rig.clock.now = time.time()
-    rig.runner.leave_fresh = True
+
+async def test_a_message_claimed_elsewhere_is_left_alone_until_its_owner_dies(
+        rig: Rig) -> None:
+    """Ownership is stated by a claim, not guessed from age: a scan leaves a message
+    another process has claimed, and takes it over the moment that process dies."""
+    import subprocess
+    import sys
+
     qid = await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
-    await rig.run()
-    assert rig.spool.ids() == [qid] and rig.sink.messages == []
-    rig.runner.flush()
+    owner = subprocess.Popen([sys.executable, "-c", _HOLD_CLAIM, str(rig.spool.root), qid],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline() == b"held\n"
+        await rig.run()
+        assert rig.spool.ids() == [qid] and rig.sink.messages == []
+    finally:
+        owner.kill()
+        owner.wait()
+    rig.runner.rescan()
+    rig.runner.due[qid] = 0.0
     await rig.run()
     assert rig.spool.ids() == [] and len(rig.sink.messages) == 1
+
+
+async def test_inject_delivers_at_once_from_memory(rig: Rig) -> None:
+    recipient = accept.make_recipient(
+        "neilb@inf.example.ac.uk",
+        rig.runner.reloader.current.resolver.resolve("neilb@inf.example.ac.uk").routes)
+    env = accept.new_envelope("rt@inf.example.ac.uk", [recipient])
+    env.arrival = rig.clock.now
+    qid = await rig.runner.inject(env, MSG)
+    assert qid in rig.runner.claims.reserved  # visible on disk, but owned by us
+    await asyncio.gather(*rig.runner._start([qid], rig.clock.now))
+    assert rig.spool.ids() == [] and len(rig.sink.messages) == 1
+    assert rig.runner.claims.reserved == set()
+
+
+async def test_flush_of_one_message_retries_that_message_only(rig: Rig) -> None:
+    rig.sink.tempfail_rcpt = 2
+    first = await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    second = await rig.queue("rt@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    await rig.run()
+    assert sorted(rig.spool.ids()) == sorted([first, second])
+    rig.runner.flush(second)
+    await asyncio.gather(*rig.runner._start([first, second], rig.clock.now))
+    assert rig.spool.ids() == [first] and len(rig.sink.messages) == 1
 
 
 async def test_returned_by_the_postmaster(rig: Rig) -> None:
@@ -285,7 +327,7 @@ async def test_returned_by_the_postmaster(rig: Rig) -> None:
     await rig.run()
     assert rig.spool.load(qid).deliveries[0].state is RcptState.DEFERRED
     rig.spool.modify(qid, lambda env: env.return_to_sender("returned by the postmaster") > 0)
-    rig.runner.flush()  # what the command's SIGUSR1 does in the server
+    rig.runner.flush(qid)  # what `postroom queue bounce ID` asks of the server
     await rig.run()
     (bounce,) = rig.maildir("rt")
     _, (f,), _ = dsn_parts(bounce)

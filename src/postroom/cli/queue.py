@@ -17,30 +17,35 @@ delivery; an address that expanded to several routes lists them as ``-> route  s
 from __future__ import annotations
 
 import math
-import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from postroom.cli.options import reports_errors, site_option
+from postroom.cli.options import open_home, reports_errors, site_option
+from postroom.envelope import Delivery, Envelope, RcptState, Recipient
 from postroom.errors import PostroomError
-from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
 from postroom.queue.spool import CorruptEnvelope, Spool, UnknownMessage
+
+if TYPE_CHECKING:
+    from postroom.site import SiteHome
 
 ID_WIDTH = 14  # 13-character ID + the held mark
 INDENT = " " * (ID_WIDTH + 1 + 8 + 1 + 19 + 2)
 HEADER = f"{'-Queue ID':-<{ID_WIDTH}} --Size-- {'----Arrival Time':-<19}  -Sender/Recipient-------"
 
 
-def _open_spool(ctx: click.Context, site_dir: str | None) -> Spool:
-    from postroom import site as site_mod
+def _home(ctx: click.Context, site_dir: str | None) -> SiteHome:
+    """The site home (``--site`` after the subcommand, or after ``queue``). No command here
+    needs the profile: with a broken one they warn and go on."""
+    return open_home(site_dir or (ctx.obj if isinstance(ctx.obj, str) else None))
 
-    chosen = site_dir or (ctx.obj if isinstance(ctx.obj, str) else None)
-    return Spool(site_mod.load(chosen).queue_dir)
+
+def _open_spool(ctx: click.Context, site_dir: str | None) -> Spool:
+    return Spool(_home(ctx, site_dir).queue_dir)
 
 
 @click.group(invoke_without_command=True)
@@ -73,7 +78,7 @@ def show(ctx: click.Context, site_dir: str | None, qid: str) -> None:
         click.echo(headers(spool.read_message(qid)))
 
 
-@queue.command()
+@queue.command(short_help="Hold messages: queued, but not delivered until released.")
 @site_option
 @click.argument("qids", metavar="ID...", nargs=-1, required=True)
 @click.pass_context
@@ -109,7 +114,7 @@ def delete(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> N
 BOUNCE_REASON = "returned to the sender by the postmaster"
 
 
-@queue.command()
+@queue.command(short_help="Return messages to their senders now (status 5.0.0).")
 @site_option
 @click.argument("qids", metavar="ID...", nargs=-1, required=True)
 @click.pass_context
@@ -117,9 +122,7 @@ BOUNCE_REASON = "returned to the sender by the postmaster"
 def bounce(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> None:
     """Return messages to their senders now: every delivery not yet made fails with status
     5.0.0, and the server sends the bounce (a held message is released for that)."""
-    from postroom import site as site_mod
-
-    site = site_mod.load(site_dir or (ctx.obj if isinstance(ctx.obj, str) else None))
+    site = _home(ctx, site_dir)
     with Spool(site.queue_dir) as spool:
 
         def return_it(qid: str) -> None:
@@ -138,16 +141,18 @@ def bounce(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> N
                 click.echo(f"{qid}: nothing left to return (every delivery is done)")
 
         failed = _each(qids, return_it, None, exit_on_error=False)
-    click.echo(_tell_server(site, "no server running (the bounces go out when it starts)"))
+    click.echo(_tell_server(site, "no server running (the bounces go out when it starts)",
+                            qids))
     if failed:
         sys.exit(failed)
 
 
-@queue.command(name="import")
+@queue.command(name="import", short_help="Queue here the messages of another machine's queue.")
 @site_option
 @click.option("--keep", is_flag=True,
-              help="Leave the source as it is (a read-only copy); importing it again would "
-                   "queue its messages twice.")
+              help="Leave SOURCE untouched (for a read-only disk): imported envelopes are "
+                   "not moved to SOURCE/imported/. A later import skips what is still "
+                   "queued here but queues again what was delivered since.")
 @click.argument("sources", metavar="SOURCE...", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.pass_context
@@ -156,11 +161,10 @@ def import_(ctx: click.Context, site_dir: str | None, keep: bool,
             sources: tuple[Path, ...]) -> None:
     """Queue here every message of another machine's queue (SOURCE: its SITE/queue, or its
     site home). Delivery states are kept; this server's maps route them again."""
-    from postroom import site as site_mod
     from postroom.errors import EX_DATAERR
     from postroom.queue.salvage import import_queue
 
-    site = site_mod.load(site_dir or (ctx.obj if isinstance(ctx.obj, str) else None))
+    site = _home(ctx, site_dir)
     status = 0
     with Spool(site.queue_dir) as spool:
         for source in sources:
@@ -181,16 +185,14 @@ def import_(ctx: click.Context, site_dir: str | None, keep: bool,
         sys.exit(status)
 
 
-@queue.command()
+@queue.command(short_help="Retry deferred deliveries now (all, or the IDs given).")
 @site_option
 @click.argument("qids", metavar="[ID]...", nargs=-1)
 @click.pass_context
 @reports_errors
 def flush(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> None:
     """Retry deferred deliveries now (all active messages, or the IDs given)."""
-    from postroom import site as site_mod
-
-    site = site_mod.load(site_dir or (ctx.obj if isinstance(ctx.obj, str) else None))
+    site = _home(ctx, site_dir)
     changed = 0
     with Spool(site.queue_dir) as spool:
 
@@ -213,19 +215,25 @@ def flush(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> No
                            exit_on_error=False, skip_gone=True)
     what = f"{changed} message{'' if changed == 1 else 's'} with deferred deliveries rescheduled"
     click.echo(f"{what}; "
-               f"{_tell_server(site, 'no server running (the queue runs when it starts)')}")
+               f"{_tell_server(site, 'no server running (the queue runs when it starts)', qids)}")
     if failed:
         sys.exit(failed)
 
 
-def _tell_server(site: object, idle: str) -> str:
-    """SIGUSR1 to the running server, which runs the queue now; says what happened
-    (``idle`` when no server runs)."""
-    pid = site.server_pid()  # type: ignore[attr-defined]
-    if pid is None:
+def _tell_server(site: object, idle: str, qids: Iterable[str] = ()) -> str:
+    """Tell the running server (control channel) to run these messages now, or the whole
+    queue when none is named; says what happened (``idle`` when no server runs)."""
+    from postroom import control
+
+    state_dir = site.state_dir  # type: ignore[attr-defined]
+    wanted = list(qids)
+    replies = [control.request(state_dir, "flush", q) for q in wanted] if wanted \
+        else [control.request(state_dir, "flush")]
+    if any(r is None for r in replies):
         return idle
-    os.kill(pid, signal.SIGUSR1)
-    return f"server {pid} told to run the queue"
+    which = f"{len(wanted)} message{'' if len(wanted) == 1 else 's'}" if wanted \
+        else "the queue"
+    return f"server told to run {which} now"
 
 
 # ------------------------------------------------------------------------ helpers

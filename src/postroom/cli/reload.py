@@ -1,26 +1,26 @@
-"""``postroom reload``: re-read the profile and maps; tell a running server."""
+"""``postroom reload``: check the profile and maps, then make the running server reload
+and say what it did."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 
 import click
 
 from postroom.cli.options import site_option
-from postroom.errors import EX_CONFIG, PostroomError
+from postroom.errors import EX_CONFIG, EX_UNAVAILABLE, PostroomError
 
 
 @click.command()
 @site_option
 def reload(site_dir: str | None) -> None:
-    """Check the profile and every map; if all are good, make the running server reload.
+    """Re-read the profile and maps in the running server (last good wins).
 
-    A broken file is reported with its file and line, and the server keeps the last
-    good version in force.
+    A broken file is reported with its file and line, and the server keeps the last good
+    version in force. The answer names every changed key: in force now, or needing a
+    restart (listener addresses and ports, the number of intake processes).
     """
-    from postroom import runtime
+    from postroom import control, runtime
 
     try:
         rt = runtime.build(site_dir)
@@ -31,9 +31,19 @@ def reload(site_dir: str | None) -> None:
     for warning in rt.maps.warnings:
         click.echo(f"warning: {warning}", err=True)
     counts = ", ".join(f"{k} {v}" for k, v in rt.maps.counts().items())
-    pid = rt.site.server_pid()
-    if pid is None:
+    reply = control.request(rt.site.state_dir, "reload")
+    if reply is None:
         click.echo(f"maps good ({counts}); no server running")
         return
-    os.kill(pid, signal.SIGHUP)
-    click.echo(f"maps good ({counts}); server {pid} told to reload")
+    if not reply.get("ok"):
+        click.echo(f"postroom: the server did not reload: {reply.get('error')}", err=True)
+        click.echo("postroom: the last good version stays in force", err=True)
+        sys.exit(EX_CONFIG if "error" in reply else EX_UNAVAILABLE)
+    click.echo(f"maps good ({counts}); server reloaded")
+    live, restart = reply.get("live", []), reply.get("restart", [])
+    if live:
+        click.echo(f"in force now: {', '.join(live)}")
+    if restart:
+        click.echo(f"needs a restart to take effect (postroom serve): {', '.join(restart)}")
+    if not live and not restart:
+        click.echo("no profile key changed")

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def submit(site_dir: str | None, args: Args, raw: bytes) -> int:
-    from postroom.queue.submit import submit_local
+    from postroom.intake.pickup import submit_local
 
     data = read_message(raw, args.dots)
     sender = args.sender if args.sender is not None else getpass.getuser()

@@ -1,4 +1,4 @@
-"""Couriers: one module per mailer, behind one seam (``base.Courier``).
+"""Couriers: one module per mailer, behind one seam (``postroom.types.Courier``).
 
     esmtp   mx.py + smtp_client.py   other domains by MX, or a bracketed host
     relay   smtp_client.py           named relay hosts with TLS/AUTH settings
@@ -8,19 +8,11 @@
     list    list.py                  hand over to the list engine
 
 ``couriers_for(site)`` builds them all from the profile; the queue runner picks one by the
-delivery's mailer and calls ``base.deliver_job(courier, job)``.
+delivery's mailer and holds it to the contract of ``postroom.types``.
 """
 
 from __future__ import annotations
 
-from postroom.delivery.base import (
-    Attempt,
-    Courier,
-    Job,
-    Outcome,
-    deliver_job,
-    group_jobs,
-)
 from postroom.delivery.esmtp import EsmtpCourier
 from postroom.delivery.file import FileCourier
 from postroom.delivery.list import ListCourier, ListHandler
@@ -29,22 +21,17 @@ from postroom.delivery.mx import MxResolver
 from postroom.delivery.prog import ProgCourier
 from postroom.delivery.relay import RelayCourier
 from postroom.site import Site
+from postroom.types import Courier
 
 __all__ = [
-    "Attempt",
-    "Courier",
     "EsmtpCourier",
     "FileCourier",
-    "Job",
     "ListCourier",
     "LocalCourier",
-    "Outcome",
     "ProgCourier",
     "RelayCourier",
     "aclose_all",
     "couriers_for",
-    "deliver_job",
-    "group_jobs",
 ]
 
 

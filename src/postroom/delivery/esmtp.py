@@ -8,10 +8,10 @@ The port is the route's (``[host]:2526``) or ``[delivery] smtp_port`` (25); TLS 
 
 from __future__ import annotations
 
-from postroom.delivery.base import Attempt, Job
 from postroom.delivery.mx import MxResolver
 from postroom.delivery.smtp_client import Policy, SmtpClient, bad_destination, destination_of
 from postroom.site import Site
+from postroom.types import Attempt, Job
 
 
 def client_for(site: Site, resolver: MxResolver, *, idle_timeout: float = 5.0) -> SmtpClient:

@@ -25,10 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-from postroom.delivery.base import Attempt, Job, deferred, describe, failed, sent
 from postroom.delivery.local import unix_lines
-from postroom.queue.envelope import Delivery
+from postroom.envelope import Delivery
 from postroom.site import Site
+from postroom.types import Attempt, Job, deferred, describe, failed, sent
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from postroom.delivery.base import Attempt, Job, deferred, describe, from_error, sent
+from postroom.envelope import Envelope
 from postroom.errors import DeliveryError
-from postroom.queue.envelope import Envelope
+from postroom.types import Attempt, Job, deferred, describe, from_error, sent
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import socket
 import time
 from pathlib import Path
 
-from postroom.delivery.base import Attempt, Job, deferred, describe, failed, sent
-from postroom.queue.envelope import Delivery
+from postroom.envelope import Delivery
 from postroom.site import Site
+from postroom.types import Attempt, Job, deferred, describe, failed, sent
 
 log = logging.getLogger(__name__)
 

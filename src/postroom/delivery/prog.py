@@ -37,11 +37,11 @@ import os
 import shlex
 import signal
 
-from postroom.delivery.base import Attempt, Job, deferred, describe, failed, sent
 from postroom.delivery.local import trace_headers, unix_lines
+from postroom.envelope import Delivery
 from postroom.errors import EX_CANTCREAT, EX_IOERR, EX_NOUSER, EX_OSERR, EX_TEMPFAIL
-from postroom.queue.envelope import Delivery
 from postroom.site import Site
+from postroom.types import Attempt, Job, deferred, describe, failed, sent
 
 log = logging.getLogger(__name__)
 

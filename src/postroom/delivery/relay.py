@@ -14,11 +14,11 @@ A host without brackets is looked up by MX, as sendmail's relay mailer does.
 
 from __future__ import annotations
 
-from postroom.delivery.base import Attempt, Job
 from postroom.delivery.esmtp import client_for
 from postroom.delivery.mx import Destination, MxResolver, parse_destination
 from postroom.delivery.smtp_client import Policy, bad_destination, destination_of
 from postroom.site import RelayHost, Site
+from postroom.types import Attempt, Job
 
 
 def relay_settings(site: Site, host: str) -> RelayHost | None:

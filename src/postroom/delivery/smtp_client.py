@@ -53,11 +53,11 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from postroom.delivery.base import Attempt, Job, Outcome, describe, from_error
 from postroom.delivery.mx import Destination, MxResolver, ip_literal, parse_destination
 from postroom.delivery.pipelining import ReplyReader, data_block
+from postroom.envelope import Delivery
 from postroom.errors import DeliveryError, PermanentFailure, TemporaryFailure
-from postroom.queue.envelope import Delivery
+from postroom.types import Attempt, Job, Outcome, describe, from_error
 
 log = logging.getLogger(__name__)
 

@@ -10,18 +10,24 @@ from __future__ import annotations
 import email.utils
 import time
 
-from postroom.queue.envelope import Delivery, Envelope, Recipient
-from postroom.routing.resolve import Route
+from postroom.envelope import Delivery, Envelope, Recipient
+from postroom.types import Route
 
 HEADER_END = b"\r\n\r\n"
 
 
 def received_header(*, helo: str, client_name: str, client_addr: str, hostname: str,
                     protocol: str, queue_id: str, rcpt: str | None, tls: str = "",
-                    cipher: str = "", auth_user: str = "", when: float | None = None) -> bytes:
-    """An RFC 5321 section 4.4 trace line; ``with`` names ESMTPS/ESMTPSA per RFC 3848."""
-    from_part = f"from {helo or client_addr} ({client_name or 'unknown'} [{client_addr}])" \
-        if client_addr else f"from {helo or 'localhost'}"
+                    cipher: str = "", auth_user: str = "", local_user: str = "",
+                    when: float | None = None) -> bytes:
+    """An RFC 5321 section 4.4 trace line; ``with`` names ESMTPS/ESMTPSA per RFC 3848.
+    ``local_user`` (``user@localhost, uid N``) for mail submitted on this host."""
+    if local_user:
+        from_part = f"(from {local_user})"
+    elif client_addr:
+        from_part = f"from {helo or client_addr} ({client_name or 'unknown'} [{client_addr}])"
+    else:
+        from_part = f"from {helo or 'localhost'}"
     lines = [f"Received: {from_part}"]
     if tls:
         lines.append(f"\t(using {tls}{' with cipher ' + cipher if cipher else ''})")

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from postroom.queue.accept import header_block
-from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
+from postroom.envelope import Delivery, Envelope, RcptState, Recipient
 
 FAILED, DELAYED, DELIVERED, RELAYED = "failed", "delayed", "delivered", "relayed"
 

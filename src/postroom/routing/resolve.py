@@ -14,38 +14,14 @@ host, then MX (mailer ``esmtp`` with the domain as host).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from postroom import addresses
 from postroom.errors import AddressError
 from postroom.routing.maps import ErrorTarget, Map, parse_error
 from postroom.routing.mapset import INCLUDE, SiteMaps
 from postroom.site import Site
-
-MAILERS = ("local", "esmtp", "relay", "prog", "file", "list", "error")
-
-
-class Route(NamedTuple):
-    """Where one final recipient goes. ``address`` is the name sendmail would print."""
-
-    mailer: str
-    host: str
-    user: str
-    address: str
-    code: int = 0  # error routes: the SMTP reply
-    status: str = ""
-    text: str = ""
-
-    @property
-    def deliverable(self) -> bool:
-        return self.mailer != "error"
-
-    def sendmail_line(self) -> str:
-        """The ``sendmail -bv`` form of this route."""
-        if self.mailer == "error":
-            return f"{self.address}... {self.text}"
-        host = f", host {self.host}" if self.host else ""
-        return f"{self.address}... deliverable: mailer {self.mailer}{host}, user {self.user}"
+from postroom.types import Route
 
 
 class ListSource(Protocol):

@@ -4,9 +4,9 @@
     MAIL     -> submission: sender must belong to the login
     RCPT     -> relay tricks refused, recipient limit, resolver, policy.rcpt_reply
     DATA     -> bare LF / header size checks, Received (+ Message-ID, Date for
-                submissions), spool.put (file and directory fsynced), then 250
+                submissions), the queue (file and directory fsynced), then 250
 
-The reply 250 is sent only after ``spool.put`` returned; any failure to queue is a 4xx
+The reply 250 is sent only after the queue returned; any failure to queue is a 4xx
 (chasquid's contract), so the client keeps the message and retries.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword, Session
@@ -28,8 +28,7 @@ from postroom.smtp.auth import Authenticator, FailureLimiter
 from postroom.smtp.policy import ClientClass, Networks
 
 if TYPE_CHECKING:
-    from postroom.queue.envelope import Envelope
-    from postroom.queue.spool import Spool
+    from postroom.envelope import Envelope
     from postroom.runtime import Reloader
     from postroom.smtp.server import PostroomSMTP
 
@@ -40,13 +39,14 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 class Handler:
     """Shared by every session of one listener."""
 
-    def __init__(self, *, listener: Any, reloader: Reloader, spool: Spool,
-                 on_queued: Callable[[Envelope, bytes], None] | None = None) -> None:
+    def __init__(self, *, listener: Any, reloader: Reloader,
+                 queue: Callable[[Envelope, bytes], Awaitable[str]]) -> None:
+        """``queue``: puts a message in the queue, durably, and returns its ID (the
+        runner's ``inject``: the first attempt starts at once)."""
         self.listener = listener
         self.role: str = listener.role
         self.reloader = reloader
-        self.spool = spool
-        self.on_queued = on_queued
+        self.queue = queue
         self.sessions: set[PostroomSMTP] = set()
         self.draining = False
         self._configure()
@@ -220,7 +220,7 @@ class Handler:
             client_name=session.host_name or "", helo=session.host_name or "",
             protocol=proto, auth_user=login, tls=tls, listener=self.listener.name)
         try:
-            await self.spool.put(env, message)
+            await self.queue(env, message)
         except QueueError as e:
             log.error("queue write failed: %s", e)
             maillog.line(f"warning: {queue_id}: queue write failed: {e}")
@@ -230,8 +230,6 @@ class Handler:
             return "451 4.3.0 Error: queue file write error"
         maillog.accepted(queue_id, env.sender, len(message), len(rcpts), proto, relay,
                          auth=login, tls=tls)
-        if self.on_queued is not None:
-            self.on_queued(env, message)
         if self.draining:
             server.loop.call_soon(self._close_after_reply, server)
         return f"250 2.0.0 Ok: queued as {queue_id}"

@@ -46,3 +46,18 @@ def make_self_signed(cert: Path, key: Path, hostname: str) -> None:
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True)
     key.chmod(0o600)
+
+
+
+def reload_certificate(ctx: ssl.SSLContext, site: Site) -> None:
+    """Load the site's certificate and key into a context in use: handshakes from now on
+    present them (a renewed certificate needs no restart). The pair is tried on a fresh
+    context first, so a bad pair leaves the old one in use (ConfigError names the files)."""
+    cert, key = site.path(site.profile.tls.cert), site.path(site.profile.tls.key)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        raise ConfigError(str(site.profile_path), f"cannot load {cert} / {key}: {e}",
+                          field="tls.cert",
+                          hint="the previous certificate stays in use") from None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from postroom import control
 from postroom.site import Site
 from postroom.store import ListExists, StoreValueError, UnknownList
 from postroom.store.db import engine_for, exists, explain, session, store_url
@@ -136,9 +137,17 @@ def create_list(site: Site | str | URL, name: str, domain: str) -> ListInfo:
             mlist = MailingList(name=name, domain=domain)
             s.add(mlist)
             s.flush()
-            return ListInfo(mlist.name, mlist.domain, mlist.created)
+            info = ListInfo(mlist.name, mlist.domain, mlist.created)
     except IntegrityError as e:
         raise ListExists(f"{name}@{domain}") from e
+    _announce(site)
+    return info
+
+
+def _announce(site: Site | str | URL) -> None:
+    """Committed: tell a running server, which routes the change at once."""
+    if isinstance(site, Site):
+        control.tell(site.state_dir, "lists")
 
 
 def delete_list(site: Site | str | URL, name: str, domain: str) -> None:
@@ -150,6 +159,7 @@ def delete_list(site: Site | str | URL, name: str, domain: str) -> None:
         if mlist is None:
             raise UnknownList(f"{name}@{domain}")
         s.delete(mlist)
+    _announce(site)
 
 
 def all_lists(site: Site | str | URL) -> list[ListInfo]:

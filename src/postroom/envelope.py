@@ -10,20 +10,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from typing import Any
 
-from postroom.routing.resolve import Route
-
-
-class RcptState(StrEnum):
-    PENDING = "pending"    # not tried yet
-    DEFERRED = "deferred"  # tried, temporary failure, will retry at next_attempt
-    SENT = "sent"          # handed over (final)
-    FAILED = "failed"      # permanent failure or lifetime over (final); bounce owed/sent
-
-
-FINAL_STATES = frozenset({RcptState.SENT, RcptState.FAILED})
+from postroom.types import FINAL_STATES, RcptState, Route
 
 
 @dataclass(slots=True)

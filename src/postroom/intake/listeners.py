@@ -1,25 +1,31 @@
-"""One intake process: every listener of the profile on already-bound sockets, in one
-event loop (uvloop). ``postroom serve`` runs two of these per core on shared sockets, so
-the kernel spreads connections across processes and both cores take mail.
+"""The SMTP listeners of one intake process: every listener of the profile on
+already-bound sockets, in one event loop (uvloop). ``postroom serve`` runs two of these
+per core on shared sockets, so the kernel spreads connections across processes and both
+cores take mail.
 
-Signals: SIGHUP reloads the profile and maps (last good wins); SIGTERM/SIGINT drain:
-stop listening, close idle sessions with 421, let open transactions finish, exit.
+Each connection is built from the runtime in force when it arrives (message size, line
+length, idle timeout); the TLS contexts are kept and their certificate loaded again on
+reload, so the next handshake uses a renewed certificate. Draining stops listening,
+closes idle sessions with 421, and lets open transactions finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from postroom import maillog
+from postroom.errors import ConfigError
+from postroom.runner import QueueRunner
 from postroom.runtime import Reloader
 from postroom.site import Listener, Site
+from postroom.smtp.handler import Handler
+from postroom.smtp.server import PostroomSMTP
+from postroom.smtp.tls import reload_certificate, server_context
 
 log = logging.getLogger("postroom.intake")
 DRAIN_SECONDS = 30.0
@@ -38,8 +44,6 @@ def bind(listener: Listener) -> socket.socket:
 
 def tls_contexts(site: Site) -> dict[str, Any]:
     """One server context per role; a missing cert is an error only where TLS is required."""
-    from postroom.smtp.tls import server_context
-
     roles = {lst.role for lst in site.profile.listeners}
     needed = bool(roles & {"submission", "submissions"})
     ctx = server_context(site, required=needed) if roles else None
@@ -50,65 +54,51 @@ def tls_contexts(site: Site) -> dict[str, Any]:
 class Intake:
     reloader: Reloader
     sockets: list[tuple[Listener, socket.socket]]
-    on_queued: Callable[[Any, bytes], None] | None = None
-    handlers: list[Any] = field(default_factory=list)
+    runner: QueueRunner
+    handlers: list[Handler] = field(default_factory=list)
     servers: list[asyncio.Server] = field(default_factory=list)
-    spool: Any = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    _own_spool: bool = False
+    ctx: Any = None
 
     async def start(self) -> None:
-        from postroom.queue.spool import Spool
-        from postroom.smtp.handler import Handler
-        from postroom.smtp.server import PostroomSMTP
-
         site = self.reloader.current.site
-        p = site.profile
-        ctx = tls_contexts(site)["ctx"]
-        if self.spool is None:  # else the delivery side's spool, shared
-            self.spool = Spool(site.queue_dir)
-            self._own_spool = True
+        self.ctx = tls_contexts(site)["ctx"]
         loop = asyncio.get_running_loop()
         for listener, sock in self.sockets:
-            handler = Handler(listener=listener, reloader=self.reloader, spool=self.spool,
-                              on_queued=self.on_queued)
+            handler = Handler(listener=listener, reloader=self.reloader,
+                              queue=self.runner.inject)
             self.handlers.append(handler)
-            role = listener.role
-            kwargs: dict[str, Any] = dict(
-                hostname=p.site.hostname, ident="postroom",
-                data_size_limit=p.limits.message_size, enable_SMTPUTF8=True,
-                decode_data=False, timeout=p.limits.idle_timeout,
-                line_length=p.limits.line_length,
-                auth_required=role != "mx", auth_require_tls=role != "submissions",
-                tls_context=ctx if role != "submissions" else None,
-                require_starttls=role == "submission",
-                implicit_tls=role == "submissions", loop=loop,
-            )
-
-            def factory(handler: Any = handler, kwargs: dict[str, Any] = kwargs) -> Any:
-                return PostroomSMTP(handler, **kwargs)
-
+            implicit = listener.role == "submissions"
             server = await loop.create_server(
-                factory, sock=sock, ssl=ctx if role == "submissions" else None,
-                ssl_handshake_timeout=30 if role == "submissions" else None)
+                lambda h=handler: self._session(h), sock=sock,  # type: ignore[misc]
+                ssl=self.ctx if implicit else None,
+                ssl_handshake_timeout=30 if implicit else None)
             self.servers.append(server)
 
-    def install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.drain()))
+    def _session(self, handler: Handler) -> PostroomSMTP:
+        """A new connection, with the limits of the runtime in force now."""
+        p = self.reloader.current.site.profile
+        role = handler.role
+        return PostroomSMTP(
+            handler, hostname=p.site.hostname, ident="postroom",
+            data_size_limit=p.limits.message_size, enable_SMTPUTF8=True,
+            decode_data=False, timeout=p.limits.idle_timeout,
+            line_length=p.limits.line_length,
+            auth_required=role != "mx", auth_require_tls=role != "submissions",
+            tls_context=self.ctx if role != "submissions" else None,
+            require_starttls=role == "submission",
+            implicit_tls=role == "submissions", loop=asyncio.get_running_loop())
 
-    def reload(self) -> bool:
-        ok = self.reloader.reload()
-        if ok:
-            for h in self.handlers:
-                h.reconfigure()
-            maillog.event("reload: profile and maps reloaded")
-        else:
-            maillog.event(f"reload failed, last good version stays: {self.reloader.last_error}")
-            log.error("reload failed: %s", self.reloader.last_error)
-        return ok
+    def reconfigure(self) -> None:
+        """After a reload: networks and limits of each listener, and the certificate."""
+        for h in self.handlers:
+            h.reconfigure()
+        if self.ctx is not None:
+            try:
+                reload_certificate(self.ctx, self.reloader.current.site)
+            except ConfigError as e:
+                log.error("%s", e)
+                maillog.event(f"reload: {e}")
 
     async def drain(self, seconds: float = DRAIN_SECONDS) -> None:
         """Stop accepting, finish open transactions, then stop."""
@@ -136,8 +126,6 @@ class Intake:
             if not busy and not any(h.sessions for h in self.handlers):
                 break
             await asyncio.sleep(0.05)
-        if self._own_spool:
-            await self.spool.aclose()
         self.stopped.set()
 
     async def wait(self) -> None:

@@ -1,8 +1,10 @@
-"""The courier seam: what the queue runner hands a courier and what it gets back.
+"""The shared vocabulary: where a recipient goes (``Route``, ``Mailer``), where its delivery
+stands (``RcptState``), and the courier contract (``Job`` in, one ``Attempt`` per delivery
+out). Every layer speaks these words; this module imports nothing above the ground floor.
 
-A ``Job`` is one message for one destination: every ``Delivery`` in it has the same mailer
-and host (one MX domain, one relay host, the local mailboxes, ...), in queue order. A
-courier answers with exactly one ``Attempt`` per delivery::
+The courier contract. A ``Job`` is one message for one destination: every ``Delivery`` in
+it has the same mailer and host (one MX domain, one relay host, the local mailboxes, ...),
+in queue order. A courier answers with exactly one ``Attempt`` per delivery::
 
     Outcome.SENT       handed over; final (2xx)
     Outcome.DEFERRED   temporary failure: connection trouble, 4xx, a full disk, an unknown
@@ -11,24 +13,69 @@ courier answers with exactly one ``Attempt`` per delivery::
 
 A courier never raises for a delivery problem. An exception nobody expected is a
 *temporary* failure (maddy's ``IsTemporaryOrUnspec``): mail is retried, never bounced
-because of a bug. ``deliver_job`` enforces that contract around any courier.
-
+because of a bug; the runner enforces that around every courier (``runner.contract``).
 The courier does not touch the queue; ``Attempt.apply`` records an attempt on its
-``Delivery`` (state, tries, last error, status, remote MTA) and the runner stores it and
-schedules the next try.
+``Delivery`` and the runner stores it and schedules the next try.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from postroom.errors import DeliveryError
-from postroom.queue.envelope import Delivery, Envelope, RcptState, Recipient
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the envelope model is built on these words, not the other way round
+    from postroom.envelope import Delivery, Envelope, Recipient
+
+
+class Mailer(StrEnum):
+    """The ways a final recipient can be reached (sendmail's mailer names)."""
+
+    LOCAL = "local"      # Maildir under SITE/mail/USER
+    ESMTP = "esmtp"      # another domain, by MX or a bracketed host
+    RELAY = "relay"      # a named relay host (smart host, null client hub)
+    PROG = "prog"        # a pipe into a command
+    FILE = "file"        # appended to an mbox file
+    LIST = "list"        # the list engine
+    ERROR = "error"      # refused: the route carries the reply
+
+
+MAILERS = tuple(m.value for m in Mailer)
+
+
+class Route(NamedTuple):
+    """Where one final recipient goes. ``address`` is the name sendmail would print."""
+
+    mailer: str
+    host: str
+    user: str
+    address: str
+    code: int = 0  # error routes: the SMTP reply
+    status: str = ""
+    text: str = ""
+
+    @property
+    def deliverable(self) -> bool:
+        return self.mailer != Mailer.ERROR
+
+    def sendmail_line(self) -> str:
+        """The ``sendmail -bv`` form of this route."""
+        if self.mailer == Mailer.ERROR:
+            return f"{self.address}... {self.text}"
+        host = f", host {self.host}" if self.host else ""
+        return f"{self.address}... deliverable: mailer {self.mailer}{host}, user {self.user}"
+
+
+class RcptState(StrEnum):
+    PENDING = "pending"    # not tried yet
+    DEFERRED = "deferred"  # tried, temporary failure, will retry at next_attempt
+    SENT = "sent"          # handed over (final)
+    FAILED = "failed"      # permanent failure or lifetime over (final); bounce owed/sent
+
+
+FINAL_STATES = frozenset({RcptState.SENT, RcptState.FAILED})
 
 
 class Outcome(StrEnum):
@@ -135,34 +182,6 @@ class Courier(Protocol):
     async def aclose(self) -> None:
         """Release what the courier keeps between jobs (cached SMTP connections)."""
         ...
-
-
-def group_jobs(envelope: Envelope, message: bytes, queue_id: str,
-               deliveries: list[Delivery]) -> list[Job]:
-    """Split deliveries into Jobs by (mailer, host), keeping queue order inside each."""
-    jobs: dict[tuple[str, str], Job] = {}
-    for d in deliveries:
-        key = (d.mailer, d.host.lower())
-        job = jobs.get(key)
-        if job is None:
-            job = jobs[key] = Job(envelope, message, [], queue_id)
-        job.deliveries.append(d)
-    return list(jobs.values())
-
-
-async def deliver_job(courier: Courier, job: Job) -> list[Attempt]:
-    """Run a courier and hold it to the contract: it never raises, and every delivery of
-    the job gets exactly one attempt (a missing one is DEFERRED, never dropped)."""
-    try:
-        attempts = await courier.deliver(job)
-    except Exception as e:  # a courier bug must not bounce mail
-        log.exception("%s: courier for %s raised", job.queue_id, job.mailer)
-        return [deferred(d, f"internal error in {job.mailer} courier: {describe(e)}")
-                for d in job.deliveries]
-    by_delivery = {id(a.delivery): a for a in attempts}
-    return [by_delivery.get(id(d))
-            or deferred(d, f"{job.mailer} courier returned no result for this recipient")
-            for d in job.deliveries]
 
 
 def describe(e: BaseException) -> str:

@@ -4,12 +4,13 @@ The recipients come from the command line, or with ``-t`` from the To, Cc and Bc
 (Bcc is then removed). Each is resolved now: an address no map knows is reported and left
 out, as sendmail does; if none is left, nothing is queued. The message gets a Received
 line, and Message-ID, Date and From when it lacks them, then goes into the spool with the
-same durability as SMTP intake. A running server picks it up on its next queue run; with
-``queue flush`` (SIGUSR1) at once.
+same durability as SMTP intake, through ``runner.inject``: a running server is told at
+once and makes the first attempt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import getpass
 import os
@@ -17,6 +18,7 @@ import re
 
 from postroom import maillog
 from postroom.queue import accept, ids
+from postroom.runner import inject
 from postroom.runtime import build
 
 _ADDRESS_HEADERS = (b"to", b"cc", b"bcc")
@@ -51,8 +53,6 @@ def submit_local(site_dir: str | None, sender: str, recipients: list[str], data:
                  extract: bool = False,
                  full_name: str | None = None) -> tuple[str | None, list[tuple[str, str]]]:
     """Queue a locally submitted message; returns (queue id or None, refused addresses)."""
-    from postroom.queue.spool import Spool
-
     rt = build(site_dir)
     p = rt.site.profile
     domain = p.site.domains[0]
@@ -78,9 +78,10 @@ def submit_local(site_dir: str | None, sender: str, recipients: list[str], data:
         return None, refused
     queue_id = ids.new_id()
     user = getpass.getuser()
-    trace = (f"Received: (from {user}@localhost, uid {os.getuid()})\r\n"
-             f"\tby {p.site.hostname} (postroom) with local id {queue_id};\r\n"
-             f"\t{email.utils.formatdate(localtime=True)}\r\n").encode()
+    trace = accept.received_header(
+        helo="", client_name="", client_addr="", hostname=p.site.hostname,
+        protocol="local", queue_id=queue_id, rcpt=None,
+        local_user=f"{user}@localhost, uid {os.getuid()}")
     extra = accept.missing_ids(data, p.site.hostname, queue_id)
     if not accept.has_header(headers, b"from"):
         shown = f"{full_name} <{sender}>" if full_name else f"<{sender}>"
@@ -88,21 +89,8 @@ def submit_local(site_dir: str | None, sender: str, recipients: list[str], data:
     message = trace + extra + data
     env = accept.new_envelope(sender, taken, id=queue_id, protocol="local",
                               client_addr="127.0.0.1", auth_user=user)
-    with Spool(rt.site.queue_dir) as spool:
-        spool.put_sync(env, message)
+    asyncio.run(inject(env, message, site=rt.site))
     maillog.open_log(rt.site.log_path, p.site.hostname)
     maillog.accepted(queue_id, sender, len(message), len(taken), "local", f"{user}@localhost")
     maillog.close_log()
-    _poke_server(rt.site.server_pid())
     return queue_id, refused
-
-
-def _poke_server(pid: int | None) -> None:
-    """Tell a running server that new mail is queued (SIGUSR2), so it is not late."""
-    import signal
-
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGUSR2)
-        except OSError:
-            pass

@@ -1,0 +1,158 @@
+"""The master of a multi-process server, and the intake processes it starts.
+
+The master binds every listener and passes the sockets to ``smtp.workers`` intake
+processes (``python -m postroom.worker``), which share them, so the kernel spreads
+connections across both cores. It runs delivery (retries, and what an intake process
+left) and the control channel, restarts an intake process that dies, and tells them to
+reload (SIGHUP) or to pick up changed lists (SIGUSR1). SIGTERM drains everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from postroom import control, maillog
+from postroom.runtime import Reloader
+from postroom.serve import Sockets, event_loop_run, run_services
+from postroom.serve import reload as reloading
+from postroom.serve.services import ControlService, DeliveryService, IntakeService, Service
+
+DRAIN_SECONDS = 35.0
+
+
+class Workers:
+    """The intake processes, as one service of the master."""
+
+    name = "workers"
+
+    def __init__(self, site_dir: str, sockets: Sockets, count: int) -> None:
+        fds = {lst.name: sock.fileno() for lst, sock in sockets}
+        self.argv = [sys.executable, "-m", "postroom.worker", "--site", site_dir]
+        for name, fd in fds.items():
+            self.argv += ["--listener", f"{name}={fd}"]
+        self.fds = list(fds.values())
+        self.count = count
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.died = asyncio.Event()
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv, pass_fds=self.fds)
+
+    async def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.count)]
+        self._watch = asyncio.ensure_future(self._supervise())
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is not None and not self._stopping:
+                    maillog.event(f"intake process {proc.pid} exited ({proc.returncode}); "
+                                  "starting another")
+                    self.procs[i] = self._spawn()
+                    self.died.set()
+            await asyncio.sleep(0.2)
+
+    def signal(self, sig: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+        self.signal(signal.SIGTERM)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    def reload(self, old: object, new: object) -> None:
+        self.signal(signal.SIGHUP)
+
+
+async def master(site_dir: str, sockets: Sockets, count: int, reloader: Reloader) -> None:
+    delivery = DeliveryService(reloader)  # retries and leftovers
+    workers = Workers(site_dir, sockets, count)
+    services: list[Service] = [delivery, workers]
+    commands = reloading.commands(
+        reloader, services, delivery.runner,
+        status=lambda: {"ok": True, "workers": [p.pid for p in workers.procs]})
+    commands["lists"] = _lists_command(reloader, workers)
+    services.insert(1, ControlService(reloader, commands))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloading.apply(reloader, services))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    async def take_over() -> None:
+        # an intake process died: the kernel freed its claims, take its mail over now
+        while True:
+            await workers.died.wait()
+            workers.died.clear()
+            delivery.runner.rescan()
+
+    watcher = asyncio.ensure_future(take_over())
+    try:
+        await run_services(services, stopping)
+    finally:
+        watcher.cancel()
+
+
+def _lists_command(reloader: Reloader, workers: Workers) -> control.Command:
+    def lists() -> control.Reply:
+        reloader.refresh_lists()
+        workers.signal(signal.SIGUSR1)
+        return {"ok": True}
+
+    return lists
+
+
+async def _intake_process(reloader: Reloader, sockets: Sockets) -> None:
+    """An intake process: intake, and the first attempt of what it took in (from memory,
+    on the same core). Retries are the master's."""
+    delivery = DeliveryService(reloader, scan=False)
+    services: list[Service] = [delivery, IntakeService(reloader, sockets, delivery)]
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP,
+                            lambda: reloading.apply(reloader, services, quiet=True))
+    loop.add_signal_handler(signal.SIGUSR1, reloader.refresh_lists)
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    # The maps, the profile and the imported modules live as long as the process: keep
+    # them out of the collector's full passes, which would otherwise walk them all again
+    # and again under load.
+    gc.freeze()
+    await run_services(services, stopping)
+
+
+def worker_main(argv: list[str]) -> None:
+    """Entry of ``python -m postroom.worker``: intake on inherited sockets."""
+    ap = argparse.ArgumentParser(prog="postroom-worker")
+    ap.add_argument("--site", required=True)
+    ap.add_argument("--listener", action="append", default=[])
+    args = ap.parse_args(argv)
+    reloader = Reloader(args.site)
+    site = reloader.current.site
+    maillog.open_log(site.log_path, site.profile.site.hostname)
+    by_name = {lst.name: lst for lst in site.profile.listeners}
+    sockets = []
+    for spec in args.listener:
+        name, _, fd = spec.partition("=")
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        sockets.append((by_name[name], sock))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides; SIGTERM drains
+    event_loop_run(_intake_process(reloader, sockets))

@@ -1,0 +1,112 @@
+"""The services ``serve`` runs, each with start, stop and reload.
+
+    DeliveryService   the spool, the couriers and the queue runner of one process
+    IntakeService     the SMTP listeners of one process (on sockets the master bound)
+    ControlService    the control channel (``postroom.control``) of the server
+
+The master runs delivery (retries, and whatever a dead process left) and control, and
+supervises the intake processes, each of which runs intake and delivery for the first
+attempt of what it took in. With one process (``--workers 1``) all three run together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Protocol
+
+from postroom import control
+from postroom.delivery import aclose_all, couriers_for
+from postroom.intake import Intake
+from postroom.queue.spool import Spool
+from postroom.runner import QueueRunner
+from postroom.runtime import Reloader, Runtime, changed_keys
+from postroom.site import Listener
+
+# keys whose change means new couriers (connections, resolvers, relay settings)
+_COURIER_SECTIONS = ("delivery.", "dns.", "site.hostname", "routing.")
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def reload(self, old: Runtime, new: Runtime) -> None:
+        """Apply a new runtime (already in force in the reloader) to what is running."""
+
+
+class DeliveryService:
+    name = "delivery"
+
+    def __init__(self, reloader: Reloader, *, scan: bool = True) -> None:
+        site = reloader.current.site
+        self.spool = Spool(site.queue_dir)
+        if scan:
+            self.spool.recover()
+        self.runner = QueueRunner(reloader, self.spool, couriers_for(site), scan=scan)
+        self.task: asyncio.Task[None] | None = None
+        self._retired: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.task = asyncio.ensure_future(self.runner.run())
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        if self.task is not None:
+            await self.task
+        await asyncio.gather(*self._retired, return_exceptions=True)
+        await aclose_all(self.runner.couriers)
+        await self.spool.aclose()
+
+    def reload(self, old: Runtime, new: Runtime) -> None:
+        self.runner.reload()
+        if any(k.startswith(_COURIER_SECTIONS) for k in changed_keys(old.site, new.site)):
+            retired, self.runner.couriers = self.runner.couriers, couriers_for(new.site)
+            self._retired.append(asyncio.ensure_future(self._close_later(retired)))
+
+    async def _close_later(self, couriers: dict[str, object]) -> None:
+        """Close the old couriers once the jobs started with them are done."""
+        busy = list(self.runner.inflight.values())
+        if busy:
+            await asyncio.gather(*busy, return_exceptions=True)
+        await aclose_all(couriers)  # type: ignore[arg-type]
+
+
+class IntakeService:
+    name = "intake"
+
+    def __init__(self, reloader: Reloader, sockets: list[tuple[Listener, socket.socket]],
+                 delivery: DeliveryService) -> None:
+        self.intake = Intake(reloader, sockets, runner=delivery.runner)
+
+    async def start(self) -> None:
+        await self.intake.start()
+
+    async def stop(self) -> None:
+        await self.intake.drain()
+
+    def reload(self, old: Runtime, new: Runtime) -> None:
+        self.intake.reconfigure()
+
+
+class ControlService:
+    name = "control"
+
+    def __init__(self, reloader: Reloader, commands: dict[str, control.Command]) -> None:
+        self.state_dir = reloader.current.site.state_dir
+        self.commands = commands
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await control.serve(self.state_dir, self.commands)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def reload(self, old: Runtime, new: Runtime) -> None:
+        return None
