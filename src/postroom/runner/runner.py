@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable
 
 from postroom import maillog
-from postroom.envelope import Envelope, RcptState
+from postroom.envelope import Envelope
 from postroom.queue import dsn, ids
 from postroom.queue.limits import SharedLimits
 from postroom.queue.schedule import retry_delay
@@ -39,7 +40,7 @@ from postroom.runner.contract import deliver_job, jobs_for
 from postroom.runner.reroute import reroute
 from postroom.runtime import Reloader, Runtime
 from postroom.site import Site
-from postroom.types import Attempt, Courier, Job, Outcome, deferred
+from postroom.types import Attempt, Courier, Job, Outcome, RcptState, deferred
 
 log = logging.getLogger("postroom.runner")
 # what a round may change in an envelope (not its ID or where it is: held or active)
@@ -200,9 +201,12 @@ class QueueRunner:
             self._flush_ids.discard(qid)
             task = asyncio.ensure_future(self._process(qid, flush or one))
             self.inflight[qid] = task
-            task.add_done_callback(lambda _t, q=qid: self.inflight.pop(q, None))
+            task.add_done_callback(functools.partial(self._finished, qid))
             tasks.append(task)
         return tasks
+
+    def _finished(self, qid: str, _task: asyncio.Task[None]) -> None:
+        self.inflight.pop(qid, None)
 
     async def drain(self) -> None:
         """Run until nothing is due now (tests and ``queue flush`` without a server)."""
@@ -223,7 +227,7 @@ class QueueRunner:
         rt = self.reloader.current  # one snapshot for the whole round
         try:
             pre = self.preloaded.pop(qid, None)
-            env, message = pre or await asyncio.to_thread(self._read, qid)
+            env, message = pre if pre is not None else await asyncio.to_thread(self._read, qid)
             if env.held:
                 self.due.pop(qid, None)
                 return

@@ -22,6 +22,7 @@ from postroom.queue.spool import Spool
 from postroom.runner import QueueRunner
 from postroom.runtime import Reloader, Runtime, changed_keys
 from postroom.site import Listener
+from postroom.types import Courier
 
 # keys whose change means new couriers (connections, resolvers, relay settings)
 _COURIER_SECTIONS = ("delivery.", "dns.", "site.hostname", "routing.")
@@ -67,12 +68,12 @@ class DeliveryService:
             retired, self.runner.couriers = self.runner.couriers, couriers_for(new.site)
             self._retired.append(asyncio.ensure_future(self._close_later(retired)))
 
-    async def _close_later(self, couriers: dict[str, object]) -> None:
+    async def _close_later(self, couriers: dict[str, Courier]) -> None:
         """Close the old couriers once the jobs started with them are done."""
         busy = list(self.runner.inflight.values())
         if busy:
             await asyncio.gather(*busy, return_exceptions=True)
-        await aclose_all(couriers)  # type: ignore[arg-type]
+        await aclose_all(couriers)
 
 
 class IntakeService:
