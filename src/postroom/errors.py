@@ -2,6 +2,7 @@
 
     PostroomError
      +-- ConfigError      profile problem: file, line, field and the fix
+     |    +-- ProfileError    postroom.toml itself is broken; the site home is still usable
      +-- MapError         map source problem: file and line
      +-- AddressError     an address that cannot be parsed or is a relay trick
      +-- QueueError       the spool could not take or change a message
@@ -44,6 +45,11 @@ class ConfigError(PostroomError):
         if hint:
             text += f" (fix: {hint})"
         super().__init__(text)
+
+
+class ProfileError(ConfigError):
+    """``SITE/postroom.toml`` is there but cannot be used. A running server keeps running
+    the last good profile; the queue, quiesce, resume and status commands still work."""
 
 
 class MapError(PostroomError):

@@ -109,6 +109,17 @@ def test_mailertable(tmp_path: Path) -> None:
         maps.read_mailertable(write(tmp_path, "x.example uucp:host\n"))
 
 
+@pytest.mark.parametrize("target", ["esmtp:[smtp.staff.example", "esmtp:smtp.staff.example]",
+                                    "relay:[relay.example]]", "relay:[relay.example]2526",
+                                    "esmtp:[[relay.example]]", "esmtp:[]:25"])
+def test_mailertable_brackets_must_balance(tmp_path: Path, target: str) -> None:
+    text = f"ok.example esmtp:[127.0.0.1]:2526\nstaff.example {target}\n"
+    with pytest.raises(MapError) as e:
+        maps.read_mailertable(write(tmp_path, text, "mailertable"))
+    assert (e.value.file, e.value.line) == (str(tmp_path / "mailertable"), 2)
+    assert f"target {target!r}: brackets must balance" in str(e.value)
+
+
 @pytest.mark.parametrize(("value", "code", "status", "text"), [
     ("error:nouser", 550, "5.1.1", "No such user"),
     ("error:nouser Gone away", 550, "5.1.1", "Gone away"),

@@ -44,6 +44,18 @@ class LazyGroup(click.Group):
             raise
         return cmd
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's summary whole, wrapped when long: click's own listing cuts a
+        summary that does not fit the terminal at "...", mid-sentence."""
+        rows: list[tuple[str, str]] = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=sys.maxsize)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 @click.group(cls=LazyGroup)
 @click.version_option(package_name="postroom")

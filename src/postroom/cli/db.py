@@ -12,7 +12,7 @@ def db() -> None:
     """The store's database: schema migrations."""
 
 
-@db.command()
+@db.command(short_help="Bring the store's schema to the newest revision.")
 @site_option
 @reports_errors
 def upgrade(site_dir: str | None) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 from importlib import resources
 from pathlib import Path
 
 import click
 
 from postroom.cli.options import reports_errors
+from postroom.site.home import LAYOUT
 
 EMPTY_PROFILE = """\
 # postroom site profile; see docs/configuration.md for every key.
@@ -29,7 +30,10 @@ address = "127.0.0.1"
 port = 2525
 """
 
-SITE_DIRS = ("maps", "tls", "queue", "mail", "archives", "export", "log", "state")
+
+# Alias file targets are absolute paths, so the example's maps name the new site home with
+# this placeholder and init writes the real path in.
+SITE_HOME = b"@SITE_HOME@"
 
 
 @click.command()
@@ -45,8 +49,9 @@ def init(directory: Path, example: bool, domain: str, force: bool) -> None:
     if profile.exists() and not force:
         raise click.ClickException(f"{profile} exists; use --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
-    for d in SITE_DIRS:
-        (directory / d).mkdir(exist_ok=True)
+    for part in LAYOUT:
+        if part.directory:
+            (directory / part.name).mkdir(exist_ok=True)
     if example:
         _copy_example(directory)
     else:
@@ -61,13 +66,14 @@ def init(directory: Path, example: bool, domain: str, force: bool) -> None:
 
 
 def _copy_example(directory: Path) -> None:
+    home = os.fsencode(directory.resolve())
     source = resources.files("postroom") / "example"
     with resources.as_file(source) as src:
         for path in Path(src).rglob("*"):
             if path.is_file() and "__pycache__" not in path.parts:
                 dest = directory / path.relative_to(src)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, dest)
+                dest.write_bytes(path.read_bytes().replace(SITE_HOME, home))
 
 
 def _make_certificate(directory: Path) -> None:

@@ -7,12 +7,12 @@ import click
 from postroom.cli.options import reports_errors, site_option
 
 
-@click.group()
+@click.group(short_help="Mailing lists: create, list and delete them.")
 def lists() -> None:
     """Mailing lists (NAME@DOMAIN, with NAME-request, -owner, -bounces... addresses)."""
 
 
-@lists.command()
+@lists.command(short_help="Create the list NAME@DOMAIN (NAME alone: the first domain).")
 @site_option
 @click.argument("address", metavar="NAME@DOMAIN")
 @reports_errors

@@ -4,6 +4,9 @@ While quiescent, every listener answers 421 4.3.2 at greeting (senders keep the 
 retry; nothing is rejected), nothing is delivered and no list post goes out. The flag is a
 file in SITE/state/, so it survives restarts; ``quiescent = true`` in the profile does the
 same for a site being rebuilt.
+
+None of them needs the profile: with a broken one they warn and go on, so a site can be
+quiesced, resumed and looked at while the running server keeps its last good profile.
 """
 
 from __future__ import annotations
@@ -13,18 +16,10 @@ import sys
 
 import click
 
-from postroom.cli.options import reports_errors, site_option
+from postroom.cli.options import open_home, reports_errors, site_option
 
 
-def _flag(site_dir: str | None):  # type: ignore[no-untyped-def]
-    from postroom import site as site_mod
-
-    s = site_mod.load(site_dir)
-    s.state_dir.mkdir(parents=True, exist_ok=True)
-    return s, s.state_dir / "quiescent"
-
-
-@click.command()
+@click.command(short_help="Take and deliver no mail, rejecting none (421 at greeting).")
 @site_option
 @click.option("--reason", default="", help="Why (shown by postroom status).")
 @reports_errors
@@ -32,51 +27,70 @@ def quiesce(site_dir: str | None, reason: str) -> None:
     """Stop taking and delivering mail without rejecting any (421 at greeting)."""
     from postroom import maillog
 
-    s, flag = _flag(site_dir)
-    flag.write_text(reason + "\n")
-    maillog.open_log(s.log_path, s.profile.site.hostname)
+    home = open_home(site_dir)
+    home.quiesce(reason)
+    maillog.open_log(home.log_path, home.hostname)
     maillog.event(f"quiescent: {reason or 'by postroom quiesce'}")
     click.echo("quiescent: listeners answer 421 4.3.2, no delivery, no list posts")
 
 
-@click.command()
+@click.command(short_help="Leave quiescent mode: take and deliver mail again.")
 @site_option
 @reports_errors
 def resume(site_dir: str | None) -> None:
     """Leave quiescent mode (the profile's quiescent = true still wins)."""
     from postroom import maillog
 
-    s, flag = _flag(site_dir)
-    flag.unlink(missing_ok=True)
-    maillog.open_log(s.log_path, s.profile.site.hostname)
+    home = open_home(site_dir)
+    home.resume()
+    maillog.open_log(home.log_path, home.hostname)
     maillog.event("resumed: taking and delivering mail")
-    if s.profile.site.quiescent:
+    if home.profile_quiescent:
         click.echo("still quiescent: the profile says quiescent = true", err=True)
         sys.exit(1)
+    if home.profile_error is not None:
+        click.echo("accepting and delivering mail, unless the last good profile says "
+                   "quiescent = true")
+        return
     click.echo("accepting and delivering mail")
 
 
-@click.command()
+@click.command(short_help="Is a server running? Is the site quiescent? What is queued?")
 @site_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @reports_errors
 def status(site_dir: str | None, as_json: bool) -> None:
-    """Is the server running, is the site quiescent, how big is the queue."""
-    s, flag = _flag(site_dir)
-    pid = s.server_pid()
-    why = ""
-    if s.profile.site.quiescent:
-        why = "profile says quiescent = true"
-    elif flag.exists():
-        why = flag.read_text().strip() or "postroom quiesce"
-    queued = sum(1 for _ in (s.queue_dir / "active").glob("*")) \
-        if (s.queue_dir / "active").is_dir() else 0
-    info = {"site": str(s.home), "running": pid is not None, "pid": pid,
-            "quiescent": s.quiescent, "quiescent_reason": why, "queued": queued}
+    """Say whether a server runs for the site, whether the site is quiescent and why, and
+    how many messages are queued."""
+    home = open_home(site_dir)
+    pid = home.server_pid()
+    quiescent = home.quiescent_now()
+    why = home.quiescent_reason()
+    active = home.queue_dir / "active"
+    queued = sum(1 for _ in active.glob("*")) if active.is_dir() else 0
+    broken = home.profile_error
+    info = {"site": str(home.home), "running": pid is not None, "pid": pid,
+            "quiescent": quiescent, "quiescent_reason": why, "queued": queued,
+            "profile_error": str(broken) if broken is not None else None}
     if as_json:
         click.echo(json.dumps(info))
         return
-    click.echo(f"site: {s.home}")
-    click.echo(f"server: {'running, pid ' + str(pid) if pid else 'not running'}")
-    click.echo(f"mode: {'QUIESCENT (' + why + ')' if s.quiescent else 'accepting mail'}")
+    click.echo(f"site: {home.home}")
+    if pid is not None:
+        click.echo(f"server: running, pid {pid}")
+    else:
+        click.echo("server: not running: no postroom serve runs for this site, so no mail "
+                   "is taken or delivered")
+    if quiescent:
+        click.echo(f"mode: QUIESCENT ({why})")
+    elif broken is not None:
+        click.echo("mode: not quiesced by postroom quiesce (the profile's own quiescent "
+                   "setting cannot be read)")
+    elif pid is not None:
+        click.echo("mode: accepting mail")
+    else:
+        click.echo("mode: not quiescent (a server started now would take mail)")
+    if broken is not None:
+        where = f"{broken.file}:{broken.line}" if broken.line else broken.file
+        click.echo(f"profile: BROKEN at {where}; no server can start until it is fixed")
     click.echo(f"queue: {queued} message(s)")

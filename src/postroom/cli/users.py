@@ -16,7 +16,7 @@ def _read_password(from_stdin: bool) -> str:
     return value
 
 
-@click.group()
+@click.group(short_help="Submission users (SMTP AUTH) and their sender addresses.")
 def users() -> None:
     """Submission users (SMTP AUTH) and the sender addresses each may use."""
 
@@ -71,7 +71,7 @@ def delete(site_dir: str | None, login: str) -> None:
     click.echo(f"user {login} deleted")
 
 
-@users.command("list")
+@users.command("list", short_help="List the users, their sender addresses and state.")
 @site_option
 @reports_errors
 def list_(site_dir: str | None) -> None:

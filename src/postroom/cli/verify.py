@@ -10,7 +10,7 @@ from postroom.cli.options import reports_errors, site_option
 from postroom.errors import EX_NOUSER
 
 
-@click.command()
+@click.command(short_help="Show where each address goes, like sendmail -bv.")
 @site_option
 @click.option("--explain", is_flag=True, help="Show every map, file and line used.")
 @click.argument("addresses", nargs=-1, required=True)

@@ -214,12 +214,18 @@ def read_mailertable(path: Path) -> Map:
         if len(parts) != 2:
             raise MapError(str(path), no, "need 'domain mailer:host' separated by white space")
         key, value = parts[0].lower(), parts[1].strip()
-        mailer, colon, _host = value.partition(":")
+        mailer, colon, host = value.partition(":")
         if not colon or mailer not in MAILERTABLE_MAILERS:
             raise MapError(str(path), no, f"target {value!r} must be one of "
                            f"{', '.join(sorted(MAILERTABLE_MAILERS))} followed by ':host'")
         if mailer == "error":
             _parse_error(value, str(path), no)
+        elif "[" in host or "]" in host:  # [name] or [name]:port, nothing else
+            inner, close, port = host.removeprefix("[").partition("]")
+            if (not host.startswith("[") or not close or not inner or "[" in inner
+                    or (port and not (port.startswith(":") and port[1:].isdigit()))):
+                raise MapError(str(path), no, f"target {value!r}: brackets must balance; write "
+                               f"{mailer}:[host] or {mailer}:[host]:port")
         result.entries.setdefault(key, (value, no))
     return result
 
