@@ -78,8 +78,8 @@ async def rig(example_site: Path) -> AsyncIterator[Rig]:
 
     sink = await Sink().start()
     mt = example_site / "maps/mailertable"
-    mt.write_text(mt.read_text().replace("esmtp:[smtp.staffmail.example.ac.uk]",
-                                         f"esmtp:[127.0.0.1]:{sink.port}"))
+    mt.write_text(mt.read_text().replace("esmtp:[127.0.0.1]:2526",  # staffmail's line
+                                         f"esmtp:[127.0.0.1]:{sink.port}", 1))
     with open(example_site / "maps/aliases", "a") as f:
         f.write(f'tee-test: "|/bin/sh -c \'cat > {example_site}/prog.out\'"\n')
     maillog.open_log(example_site / "log/mail.log", "mail.inf.example.ac.uk")

@@ -111,7 +111,7 @@ def test_accepted_message_is_queued_with_routes_and_trace(server: Server, site: 
     assert env.recipients[0].notify == ["FAILURE", "SUCCESS"]
     assert env.recipients[0].orcpt == "rfc822;neilb@inf.example.ac.uk"
     assert [(d.mailer, d.host, d.user) for d in env.recipients[0].deliveries] == [
-        ("esmtp", "[smtp.staffmail.example.ac.uk]", "neilb@staffmail.example.ac.uk")]
+        ("esmtp", "[127.0.0.1]:2526", "neilb@staffmail.example.ac.uk")]
     assert [d.mailer for d in env.recipients[1].deliveries] == ["local", "esmtp"]
     assert env.client_addr == INBOUND_IP
     msg = email.message_from_bytes(data, policy=email.policy.SMTP)
