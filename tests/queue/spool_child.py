@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from postroom.errors import QueueError
 from postroom.envelope import Delivery, Envelope, Recipient
+from postroom.errors import QueueError
 from postroom.queue.spool import Spool
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from postroom.envelope import Envelope, RcptState
 from postroom.errors import EX_NOUSER, QueueError
 from postroom.queue import ids
 from postroom.queue import spool as spool_mod
-from postroom.envelope import Envelope, RcptState
 from postroom.queue.spool import CorruptEnvelope, Spool, UnknownMessage
 from tests.queue.helpers import child, files_under
 from tests.queue.spool_child import envelope, message

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from postroom import safeio
 from postroom.delivery.local import unix_lines
 from postroom.envelope import Delivery
 from postroom.site import Site
@@ -106,10 +107,7 @@ class FileCourier:
                 start = os.fstat(fd).st_size
                 entry = _separator(os.pread(fd, 2, max(0, start - 2)) if start else b"") + entry
                 try:
-                    view = memoryview(entry)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
+                    safeio.write_and_fsync(fd, entry, path)
                 except BaseException:
                     os.ftruncate(fd, start)
                     raise

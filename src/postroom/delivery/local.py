@@ -22,6 +22,7 @@ import socket
 import time
 from pathlib import Path
 
+from postroom import safeio
 from postroom.envelope import Delivery
 from postroom.site import Site
 from postroom.types import Attempt, Job, deferred, describe, failed, sent
@@ -54,37 +55,17 @@ def _unique_name(size: int) -> str:
             f",S={size}")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def store(maildir: Path, data: bytes) -> Path:
     """Write ``data`` into ``maildir/new`` durably; create the Maildir if needed."""
     if not (maildir / "new").is_dir():
         for sub in _SUBDIRS:
             os.makedirs(maildir / sub, mode=0o700, exist_ok=True)
-        _fsync_dir(maildir)
-        _fsync_dir(maildir.parent)
+        safeio.fsync_dir(maildir)
+        safeio.fsync_dir(maildir.parent)
     name = _unique_name(len(data))
     tmp, new = maildir / "tmp" / name, maildir / "new" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, new)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(maildir / "new")
+    # tmp/NAME created exclusively, written, fsynced, renamed into new/, new/ fsynced
+    safeio.publish(tmp, new, data)
     return new
 
 

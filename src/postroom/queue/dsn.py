@@ -17,8 +17,8 @@ import textwrap
 import time
 from dataclasses import dataclass
 
-from postroom.queue.accept import header_block
 from postroom.envelope import Delivery, Envelope, RcptState, Recipient
+from postroom.queue.accept import header_block
 
 FAILED, DELAYED, DELIVERED, RELAYED = "failed", "delayed", "delivered", "relayed"
 

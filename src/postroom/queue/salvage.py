@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from postroom import safeio
 from postroom.errors import QueueError
 from postroom.queue import ids
 from postroom.queue.spool import (
@@ -191,10 +192,6 @@ def _mark(src: Path, state: str, qid: str, keep: bool, report: Salvage, what: st
 
 def _fsync_dir(path: Path, report: Salvage) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        safeio.fsync_dir(path)
     except OSError as e:
         report.warnings.append(f"cannot fsync {path}: {e.strerror}")
