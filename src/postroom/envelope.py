@@ -14,6 +14,8 @@ from typing import Any
 
 from postroom.types import FINAL_STATES, RcptState, Route
 
+__all__ = ["Delivery", "Envelope", "RcptState", "Recipient"]  # RcptState: the state of a Delivery
+
 
 @dataclass(slots=True)
 class Delivery:

@@ -12,11 +12,12 @@ closes idle sessions with 421, and lets open transactions finish.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from postroom import maillog
 from postroom.errors import ConfigError
@@ -70,7 +71,7 @@ class Intake:
             self.handlers.append(handler)
             implicit = listener.role == "submissions"
             server = await loop.create_server(
-                lambda h=handler: self._session(h), sock=sock,  # type: ignore[misc]
+                functools.partial(self._session, handler), sock=sock,
                 ssl=self.ctx if implicit else None,
                 ssl_handshake_timeout=30 if implicit else None)
             self.servers.append(server)
@@ -116,11 +117,13 @@ class Intake:
                     env = session.envelope
                     if env is None or not env.mail_from:
                         # idle between transactions: tell it to come back later
-                        if session.transport is not None and not session.transport.is_closing():
-                            session.transport.write(
+                        # uvloop's transports are not asyncio.WriteTransport subclasses
+                        transport = cast(asyncio.WriteTransport | None, session.transport)
+                        if transport is not None and not transport.is_closing():
+                            transport.write(
                                 b"421 4.3.2 Service shutting down, closing transmission "
                                 b"channel\r\n")
-                            session.transport.close()
+                            transport.close()
                     else:
                         busy = True
             if not busy and not any(h.sessions for h in self.handlers):

@@ -13,5 +13,5 @@ import random
 def retry_delay(tries: int, initial: float, maximum: float,
                 jitter: float = 0.1, rng: random.Random | None = None) -> float:
     base = min(maximum, initial * 2 ** max(0, tries - 1))
-    r = (rng or random).uniform(-jitter, jitter)
-    return max(1.0, base * (1 + r))
+    r: float = (rng or random).uniform(-jitter, jitter)
+    return float(max(1.0, base * (1 + r)))

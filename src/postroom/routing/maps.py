@@ -61,8 +61,8 @@ def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise MapError(str(path), line, "not UTF-8; convert the file with iconv") from None
+        bad_line = data[: e.start].count(b"\n") + 1
+        raise MapError(str(path), bad_line, "not UTF-8; convert the file with iconv") from None
     start = 0
     pending: list[str] = []
     for no, raw in enumerate(text.split("\n"), 1):

@@ -271,7 +271,8 @@ class Resolver:
         hit = self._mailer_for(domain)
         if hit is not None:
             (value, where), key = hit
-            mailer, _, host = value.partition(":")  # type: ignore[attr-defined]
+            value = str(value)
+            mailer, _, host = value.partition(":")
             if self._explain:
                 self._note(depth, f"{display}: mailertable {_where(where)}: {key} -> {value}")
             if mailer == "error":
@@ -320,5 +321,5 @@ def _merge(group: list[Map]) -> dict[str, tuple[object, str]]:
 
 
 def _where(where: object) -> str:
-    file, line = where  # type: ignore[misc]
-    return f"{file}:{line}"
+    assert isinstance(where, tuple)
+    return f"{where[0]}:{where[1]}"
