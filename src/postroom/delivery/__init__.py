@@ -1,6 +1,6 @@
 """Couriers: one module per mailer, behind one seam (``postroom.types.Courier``).
 
-    esmtp   mx.py + smtp_client.py   other domains by MX, or a bracketed host
+    esmtp   mx.py + smtp_client.py   other domains by MX, or a bracketed host (smtp/: the client)
     relay   smtp_client.py           named relay hosts with TLS/AUTH settings
     local   local.py                 Maildir under SITE/mail/USER
     prog    prog.py                  pipe into a command (sysexits contract)

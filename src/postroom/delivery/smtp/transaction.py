@@ -1,0 +1,236 @@
+"""Mail transactions on an open session (Postfix's smtp_proto.c, second half).
+
+    MAIL FROM    SIZE=, BODY=8BITMIME (8-bit message, offered), SMTPUTF8, RET=/ENVID=
+    RCPT TO      NOTIFY=/ORCPT= when DSN is offered; 4xx DEFERRED, 5xx FAILED, per recipient
+    DATA         its reply applies to every accepted recipient of the transaction
+
+With PIPELINING offered (RFC 2920) a transaction is two writes: RSET if needed, MAIL,
+every RCPT and DATA together; then the message. Otherwise one command at a time. Either
+way each reply counts for the recipient it answers, also when the connection is lost
+after some of them; RSET only after a transaction that was left open (RFC 5321 4.1.4).
+
+A message that needs SMTPUTF8 is FAILED ``5.6.7`` by a server without it; one larger than
+the server's SIZE is FAILED ``5.3.4``. An 8-bit message goes to a server without 8BITMIME
+unchanged (as Postfix does).
+"""
+
+from __future__ import annotations
+
+import re
+
+from postroom.delivery.smtp.chat import Disconnected, Reply, data_block
+from postroom.delivery.smtp.session import Session
+from postroom.delivery.smtp.trouble import Interrupted, attempt, lost, lost_in_message, reason
+from postroom.envelope import Delivery
+from postroom.errors import PermanentFailure, TemporaryFailure
+from postroom.types import Attempt, Job, Outcome
+
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # never in a command we send (RFC 5321 4.1.1)
+
+
+async def transactions(session: Session, job: Job, pending: list[Delivery],
+                       done: dict[int, Attempt], batch: int) -> list[Delivery]:
+    """Run transactions of ``batch`` recipients for ``pending``; return those left when the
+    connection died."""
+    remote = session.remote
+    if job.envelope.smtputf8 and not session.supports("smtputf8"):
+        raise PermanentFailure(550, "5.6.7", f"{remote} does not support SMTPUTF8, which "
+                               "this message needs", remote=remote)
+    limit = session.features.get("size", "")
+    if limit.isdigit() and 0 < int(limit) < len(job.message):
+        raise PermanentFailure(552, "5.3.4", f"message size {len(job.message)} exceeds "
+                               f"the limit {limit} of {remote}", remote=remote)
+    mail_args = _mail_args(session, job)
+    run = pipelined if session.supports("pipelining") else lock_step
+    remaining = list(pending)
+    while remaining:
+        chunk, remaining = remaining[:batch], remaining[batch:]
+        try:
+            await run(session, job, chunk, mail_args, done)
+        finally:
+            session.transactions += 1
+        if not session.alive:
+            return remaining
+    return []
+
+
+async def pipelined(session: Session, job: Job, chunk: list[Delivery],
+                    mail_args: list[bytes], done: dict[int, Attempt]) -> None:
+    """One transaction in two writes, for servers that offer PIPELINING."""
+    remote = session.remote
+    mail, rcpts = _commands(session, job, chunk, mail_args, done)
+    if not rcpts:
+        return
+    reset = int(session.open_transaction)
+    commands = [b"RSET"] * reset + [mail] + [c for _, c in rcpts] + [b"DATA"]
+    replies: list[Reply] = []
+    accepted: list[Delivery] = []
+    stage = "MAIL FROM"
+    try:
+        session.write(b"\r\n".join(commands) + b"\r\n")
+        await session.drain()
+        while len(replies) < len(commands):  # RFC 5321 4.5.3.2: a timeout per reply
+            replies.append(await session.reply())
+        if reset:
+            if replies[0].code != 250:
+                session.close()
+                raise Interrupted(TemporaryFailure(
+                    451, "4.4.2", f"{remote} refused RSET: {replies[0].code} "
+                    f"{replies[0].message}", remote=remote))
+            session.open_transaction = False
+        accepted = _judge(session, replies[reset:], rcpts, done)
+        data = replies[-1]
+        if data.code == 354 and not accepted:
+            # a server out of step with us (it should have said 503): sending the
+            # ending could make it deliver an empty message
+            session.close()
+            return
+        if not accepted:
+            return
+        if data.code != 354:
+            for d in accepted:
+                done[id(d)] = attempt(d, data, session)
+            return
+        stage = "message"
+        session.write(data_block(job.message))
+        await session.drain()
+        final = await session.reply()
+        session.open_transaction = False
+    except OSError as e:  # lost, reset, timed out, or not SMTP
+        session.close()
+        why = "no reply in time" if isinstance(e, TimeoutError) else reason(e)
+        if stage == "message":
+            lost_in_message(accepted, session, why, done)
+            return
+        if replies[reset:]:  # what was answered before the loss stands
+            _judge(session, replies[reset:], rcpts, done)
+        if len(replies) > reset:
+            stage = "RCPT TO"
+        raise lost(session, stage, why) from None
+    for d in accepted:
+        done[id(d)] = attempt(d, final, session)
+
+
+def _commands(session: Session, job: Job, chunk: list[Delivery], mail_args: list[bytes],
+              done: dict[int, Attempt]) -> tuple[bytes, list[tuple[Delivery, bytes]]]:
+    """The MAIL command and each recipient's RCPT command; a recipient whose address
+    would break the command line FAILS here, a sender's fails the message."""
+    remote = session.remote
+    dsn = session.supports("dsn")
+    mail = b" ".join(mail_args)
+    if _CONTROL.search(mail):
+        raise PermanentFailure(553, "5.1.7", "the sender address contains control "
+                               "characters", remote=remote)
+    rcpts: list[tuple[Delivery, bytes]] = []
+    for d in chunk:
+        command = b" ".join(_rcpt_args(job, d, dsn))
+        if _CONTROL.search(command):
+            done[id(d)] = Attempt(d, Outcome.FAILED, 553, "5.1.3", "the recipient "
+                                  "address contains control characters", remote)
+        else:
+            rcpts.append((d, command))
+    return mail, rcpts
+
+
+def _judge(session: Session, replies: list[Reply], rcpts: list[tuple[Delivery, bytes]],
+           done: dict[int, Attempt]) -> list[Delivery]:
+    """Record the MAIL and RCPT replies received so far (``replies`` starts with MAIL's);
+    returns the recipients the server accepted."""
+    mail, answers = replies[0], replies[1:1 + len(rcpts)]
+    if mail.code != 250:  # the RCPTs after a refused MAIL mean nothing
+        for d, _ in rcpts:
+            done[id(d)] = attempt(d, mail, session)
+        return []
+    session.open_transaction = True
+    accepted = []
+    for (d, _), reply in zip(rcpts, answers, strict=False):
+        if reply.code in (250, 251):
+            accepted.append(d)
+        else:
+            done[id(d)] = attempt(d, reply, session)
+    return accepted
+
+
+async def lock_step(session: Session, job: Job, chunk: list[Delivery],
+                    mail_args: list[bytes], done: dict[int, Attempt]) -> None:
+    """One transaction one command at a time, for servers without PIPELINING."""
+    mail, rcpts = _commands(session, job, chunk, mail_args, done)
+    if not rcpts:
+        return
+    stage = "RSET"
+    accepted: list[Delivery] = []
+    try:
+        if session.open_transaction:
+            reply = await session.command(b"RSET")
+            if reply.code != 250:
+                session.close()
+                raise Interrupted(TemporaryFailure(
+                    451, "4.4.2", f"{session.remote} refused RSET: {reply.code} "
+                    f"{reply.message}", remote=session.remote))
+        session.open_transaction = False
+        stage = "MAIL FROM"
+        reply = await session.command(mail)
+        if reply.code != 250:
+            for d, _ in rcpts:
+                done[id(d)] = attempt(d, reply, session)
+            return
+        session.open_transaction = True
+        stage = "RCPT TO"
+        for d, command in rcpts:
+            reply = await session.command(command)
+            if reply.code in (250, 251):
+                accepted.append(d)
+            else:
+                done[id(d)] = attempt(d, reply, session)
+            if not session.alive:  # 421: the server is closing
+                raise Disconnected(f"{reply.code} {reply.message}")
+    except OSError as e:
+        session.close()
+        raise lost(session, stage, reason(e)) from None
+    if not accepted:
+        return
+    try:
+        reply = await session.command(b"DATA")
+        if reply.code == 354:
+            session.write(data_block(job.message))
+            await session.drain()
+            reply = await session.reply()
+            session.open_transaction = False  # a refused DATA command leaves it open
+    except OSError as e:
+        session.close()
+        lost_in_message(accepted, session, reason(e), done)
+        return
+    for d in accepted:
+        done[id(d)] = attempt(d, reply, session)
+
+
+def _address(text: str) -> bytes:
+    return f"<{text}>".encode()
+
+
+def _mail_args(session: Session, job: Job) -> list[bytes]:
+    env = job.envelope
+    args = [b"MAIL", b"FROM:" + _address(env.sender)]
+    if session.supports("size"):
+        args.append(f"SIZE={len(job.message)}".encode())
+    if (env.body == "8BITMIME" or not job.message.isascii()) and session.supports("8bitmime"):
+        args.append(b"BODY=8BITMIME")
+    if env.smtputf8:
+        args.append(b"SMTPUTF8")
+    if session.supports("dsn"):
+        if env.ret:
+            args.append(f"RET={env.ret}".encode())
+        if env.envid:
+            args.append(f"ENVID={env.envid}".encode())
+    return args
+
+
+def _rcpt_args(job: Job, delivery: Delivery, dsn: bool) -> list[bytes]:
+    args = [b"RCPT", b"TO:" + _address(delivery.user)]
+    recipient = job.recipient(delivery)
+    if dsn and recipient is not None:
+        if recipient.notify:
+            args.append(f"NOTIFY={','.join(recipient.notify)}".encode())
+        if recipient.orcpt:
+            args.append(f"ORCPT={recipient.orcpt}".encode())
+    return args
