@@ -429,3 +429,17 @@ async def test_schedule_survives_restart(rig: Rig) -> None:
     rig.clock.now += 600
     await fresh.drain()
     assert rig.spool.ids() == []
+
+
+async def test_a_bounce_for_a_sender_with_no_route_goes_to_the_postmaster(rig: Rig) -> None:
+    """A DSN that cannot reach its sender (no such user here) is never dropped: the
+    postmaster gets it, and the log says why."""
+    rig.sink.reject_rcpt = {"neilb@staffmail.example.ac.uk"}
+    await rig.queue("nosuch@inf.example.ac.uk", ["neilb@inf.example.ac.uk"])
+    await rig.run()
+    (bounce,) = rig.maildir("root")  # postmaster -> root -> \root
+    assert bounce["To"].addresses[0].addr_spec == "postmaster@inf.example.ac.uk"
+    _, (f,), _ = dsn_parts(bounce)
+    assert f["Action"] == "failed"
+    assert "DSN to <nosuch@inf.example.ac.uk> has no deliverable route" in rig.log()
+    assert "sent to the postmaster" in rig.log()
