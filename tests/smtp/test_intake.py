@@ -408,7 +408,8 @@ def test_quiescent_mode_and_restart(site: Path) -> None:
             with pytest.raises(smtplib.SMTPConnectError) as e:
                 client(port, src)
             assert e.value.smtp_code == 421
-            assert e.value.smtp_error.startswith(b"4.3.2 Service not available")
+            assert e.value.smtp_error == (b"4.3.2 mail.inf.example.ac.uk Service not "
+                                          b"available, closing transmission channel")
         st = run("status", site=site).stdout
         assert "QUIESCENT (restoring)" in st and "running" in st
     finally:

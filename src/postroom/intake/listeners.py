@@ -17,13 +17,14 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from postroom import maillog
 from postroom.errors import ConfigError
 from postroom.runner import QueueRunner
 from postroom.runtime import Reloader
 from postroom.site import Listener, Site
+from postroom.smtp.adapter import check_aiosmtpd
 from postroom.smtp.handler import Handler
 from postroom.smtp.server import PostroomSMTP
 from postroom.smtp.tls import reload_certificate, server_context
@@ -62,6 +63,7 @@ class Intake:
     ctx: Any = None
 
     async def start(self) -> None:
+        check_aiosmtpd()  # a wrong aiosmtpd stops start-up, not each connection
         site = self.reloader.current.site
         self.ctx = tls_contexts(site)["ctx"]
         loop = asyncio.get_running_loop()
@@ -102,33 +104,26 @@ class Intake:
                 maillog.event(f"reload: {e}")
 
     async def drain(self, seconds: float = DRAIN_SECONDS) -> None:
-        """Stop accepting, finish open transactions, then stop."""
+        """Greet new connections with 421, close idle sessions with 421, let open
+        transactions finish, then stop listening. The listeners stay open until then: a
+        closed one leaves new clients in the kernel's queue of the socket the other
+        processes still hold, to be dropped later without a word."""
         if self.stopped.is_set():
             return
         for h in self.handlers:
-            h.draining = True
-        for s in self.servers:
-            s.close()
+            h.draining = True  # Handler.connect_reply: 421 4.3.2 <host> Service shutting down
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             busy = False
             for h in self.handlers:
                 for session in list(h.sessions):
-                    env = session.envelope
-                    if env is None or not env.mail_from:
-                        # idle between transactions: tell it to come back later
-                        # uvloop's transports are not asyncio.WriteTransport subclasses
-                        transport = cast(asyncio.WriteTransport | None, session.transport)
-                        if transport is not None and not transport.is_closing():
-                            transport.write(
-                                b"421 4.3.2 Service shutting down, closing transmission "
-                                b"channel\r\n")
-                            transport.close()
-                    else:
+                    if not session.close_if_idle():
                         busy = True
             if not busy and not any(h.sessions for h in self.handlers):
                 break
             await asyncio.sleep(0.05)
+        for s in self.servers:
+            s.close()
         self.stopped.set()
 
     async def wait(self) -> None:

@@ -14,8 +14,26 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import Session
+
+    from postroom.site import Site
 
 AUTH_PAUSED = "454 4.7.0 Too many failed authentication attempts; try again later"
+
+
+def login_of(session: Session) -> str:
+    """The user a session authenticated as, or "" before a successful AUTH.
+
+    It is read from ``session.auth_data`` (a ``LoginPassword`` from ``Handler.authenticate``).
+    aiosmtpd's ``Session.login_data`` is deprecated and logs a warning on every use, and
+    postroom's SMTP sessions no longer set it."""
+    if not session.authenticated or session.auth_data is None:
+        return ""
+    login = getattr(session.auth_data, "login", session.auth_data)
+    return login.decode("utf-8", "replace") if isinstance(login, bytes) else str(login)
 
 
 class FailureLimiter:
@@ -44,7 +62,7 @@ class FailureLimiter:
             if slot is None:
                 return False
             _, start, count = self._RECORD.unpack_from(table, slot)
-            return count >= self.limit and self.clock() - start < self.pause
+            return bool(count >= self.limit and self.clock() - start < self.pause)
 
     def failed(self, client: str) -> None:
         key = _key(client)
@@ -125,7 +143,7 @@ def _subject(client: str) -> str:
 class Authenticator:
     """Verifies a login against the store in a worker thread (argon2 costs ~50 ms)."""
 
-    def __init__(self, site: object) -> None:
+    def __init__(self, site: Site) -> None:
         self.site = site
 
     async def verify(self, login: str, password: str) -> bool:

@@ -24,7 +24,7 @@ from postroom import maillog
 from postroom.errors import QueueError
 from postroom.queue import accept, ids
 from postroom.smtp import policy
-from postroom.smtp.auth import Authenticator, FailureLimiter
+from postroom.smtp.auth import Authenticator, FailureLimiter, login_of
 from postroom.smtp.policy import ClientClass, Networks
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Handler:
     def connect_reply(self, server: PostroomSMTP) -> str | None:
         ip, cls = self.client_of(server)
         if self.draining:
-            return "421 4.3.2 Service shutting down, closing transmission channel"
+            return policy.shutdown_reply(self.site.profile.site.hostname)
         reply = policy.connect_reply(self.role, cls, self.site.quiescent_now(),
                                      self.site.profile.site.hostname)
         if reply:
@@ -127,10 +127,9 @@ class Handler:
     async def handle_MAIL(self, server: PostroomSMTP, session: Session, envelope: SmtpEnvelope,
                           address: str, options: list[str]) -> str:
         if self.site.quiescent:
-            return policy.QUIESCENT_REPLY
+            return policy.quiescent_reply(server.hostname)
         if self.role != "mx" and session.authenticated:
-            login = session.login_data.decode() if isinstance(session.login_data, bytes) \
-                else str(session.login_data)
+            login = login_of(session)
             if self.site.profile.smtp.sender_must_match_login:
                 owned = await self.authenticator.addresses(login)
                 refusal = policy.sender_reply(address, login, owned, must_match=True)
@@ -176,7 +175,7 @@ class Handler:
         relay = self._relay(server)
         data: bytes = envelope.original_content or b""
         if self.site.quiescent:
-            return policy.QUIESCENT_REPLY
+            return policy.quiescent_reply(server.hostname)
         if data.count(b"\n") != data.count(b"\r\n"):
             if p.smtp.forbid_bare_newline:
                 reply = "550 5.5.2 Message contains bare <LF>; send <CR><LF> line endings"
@@ -189,16 +188,13 @@ class Handler:
         queue_id = ids.new_id()
         ip, _ = self.client_of(server)
         tls, cipher = server.tls_info
-        login = ""
-        if session.authenticated:
-            raw = session.login_data
-            login = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        login = login_of(session)
         # RFC 3848: ESMTPS with TLS, ESMTPA with AUTH, ESMTPSA with both
         proto = "ESMTP" if session.extended_smtp else "SMTP"
         proto += ("S" if tls and session.extended_smtp else "") + ("A" if login else "")
         rcpts = envelope.rcpt_tos
         trace = accept.received_header(
-            helo=session.host_name or "", client_name=session.host_name or "",
+            helo=session.host_name or "", client_name="",  # no reverse lookup: "unknown"
             client_addr=ip, hostname=p.site.hostname, protocol=proto, queue_id=queue_id,
             rcpt=rcpts[0] if len(rcpts) == 1 else None, tls=tls, cipher=cipher,
             auth_user=login)
@@ -217,7 +213,7 @@ class Handler:
             id=queue_id, ret=dsn.get("RET"), envid=dsn.get("ENVID"),
             body="8BITMIME" if "BODY=8BITMIME" in envelope.mail_options else None,
             smtputf8=bool(envelope.smtp_utf8), client_addr=ip,
-            client_name=session.host_name or "", helo=session.host_name or "",
+            client_name="", helo=session.host_name or "",
             protocol=proto, auth_user=login, tls=tls, listener=self.listener.name)
         try:
             await self.queue(env, message)

@@ -17,9 +17,18 @@ from enum import Enum
 from functools import lru_cache
 
 from postroom import addresses
-from postroom.routing.resolve import Route
+from postroom.types import Route
 
-QUIESCENT_REPLY = "421 4.3.2 Service not available, closing transmission channel"
+
+def quiescent_reply(hostname: str) -> str:
+    """Quiescent mode's answer, at connect or to a command (RFC 5321 4.2.3: a 421 names
+    the host)."""
+    return f"421 4.3.2 {hostname} Service not available, closing transmission channel"
+
+
+def shutdown_reply(hostname: str) -> str:
+    """The answer while draining for a stop: to a new connection, and to an idle one."""
+    return f"421 4.3.2 {hostname} Service shutting down, closing transmission channel"
 
 
 class ClientClass(Enum):
@@ -51,7 +60,7 @@ class Networks:
 def connect_reply(role: str, client: ClientClass, quiescent: bool, hostname: str) -> str | None:
     """A reply that refuses the connection at greeting, or None to greet normally."""
     if quiescent:
-        return QUIESCENT_REPLY
+        return quiescent_reply(hostname)
     if role == "mx" and client is ClientClass.OUTSIDE:
         return f"554 5.7.1 {hostname} Access denied: this host takes mail only from its relays"
     return None

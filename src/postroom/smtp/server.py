@@ -3,12 +3,13 @@
 - a connect-time verdict (quiescent 421, 554 for clients the listener does not serve),
 - RFC 3461 DSN parameters (RET, ENVID on MAIL; NOTIFY, ORCPT on RCPT), which aiosmtpd
   would refuse with 555,
-- enhanced status codes (RFC 2034) on every reply aiosmtpd writes without one,
 - AUTH PLAIN / LOGIN checked asynchronously, with a per-client failure limit,
-- a 421 on idle timeout instead of a silent close, and a drain mode for SIGTERM,
+- a drain mode for SIGTERM (``close_if_idle``),
 - DATA read in blocks rather than a line at a time (see ``smtp_DATA``).
 
-Policy stays in ``handler``; this module only speaks the protocol.
+What adapts aiosmtpd itself (enhanced status codes, implicit TLS, the 421 on idle
+timeout, its per-connection scans) is in ``adapter``. Policy stays in ``handler``; this
+module only speaks the protocol.
 """
 
 from __future__ import annotations
@@ -16,31 +17,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import inspect
-import logging
 import re
 import ssl
 from typing import Any
 
-import aiosmtpd.smtp
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword
 
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
-_DEFAULT_ENHANCED = {
-    "250": "2.0.0", "221": "2.0.0", "251": "2.1.5", "252": "2.5.0",
-    "421": "4.3.0", "450": "4.2.0", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0",
-    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
-    "530": "5.7.0", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0",
-    "555": "5.5.4",
-}
-# aiosmtpd's texts, reworded where a client or an admin deserves a better one
-_REWORD = {
-    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed limit",
-    "552 Error: message size exceeds fixed maximum message size":
-        "552 5.3.4 Message size exceeds fixed limit",
-    "500 Line too long (see RFC5321 4.5.3.1.6)":
-        "500 5.5.2 Line too long (limit is 998 characters, RFC 5321 4.5.3.1.6)",
-}
+from postroom.smtp.adapter import AdaptedSMTP
+from postroom.smtp.auth import AUTH_PAUSED
+from postroom.smtp.policy import shutdown_reply
+
+# Replies of DATA, in aiosmtpd's words where it has them (see smtp_DATA)
+DATA_NEEDS_RCPT = "503 Error: need RCPT command"
+DATA_SYNTAX = "501 Syntax: DATA"
+DATA_GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
+DATA_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
+DATA_LINE_TOO_LONG = "500 5.5.2 Line too long (limit is {} characters, RFC 5321 4.5.3.1.6)"
 # "<local@domain> params": the everyday form, parsed here without the email package (whose
 # parser, and a class aiosmtpd defines on every call, cost more than the rest of MAIL/RCPT)
 _SIMPLE_PATH = re.compile(
@@ -55,64 +47,6 @@ _END_OF_DATA = b"\r\n.\r\n"
 # past 2 x line length, after at most one 256 KiB read), so each read empties the buffer
 _READ_ALL = 1 << 22
 _OVERSIZE = b"(over the size limit)"  # compared by identity
-
-
-class _MemberCache:
-    """Stands in for the ``inspect`` module inside aiosmtpd.smtp.
-
-    aiosmtpd's ``SMTP.__init__`` calls ``inspect.getmembers`` on the protocol and on the
-    handler for every connection, only to find the ``auth_*`` methods: about a third of a
-    millisecond per connection, per message with one message per connection. The names
-    depend only on the class, so they are computed once per class here."""
-
-    _names: dict[type, list[str]] = {}
-
-    @classmethod
-    def getmembers(cls, obj: Any) -> list[tuple[str, Any]]:
-        names = cls._names.get(type(obj))
-        if names is None:
-            names = cls._names[type(obj)] = [n for n in dir(obj) if n.startswith("auth_")]
-        return [(n, getattr(obj, n)) for n in names]
-
-    _signatures: dict[Any, inspect.Signature] = {}
-
-    @classmethod
-    def signature(cls, func: Any) -> inspect.Signature:
-        key = getattr(func, "__func__", func)
-        sig = cls._signatures.get(key)
-        if sig is None:
-            sig = cls._signatures[key] = inspect.signature(func)
-        return sig
-
-
-_dir_cache: dict[type, list[str]] = {}
-
-
-def _class_dir(obj: Any) -> list[str]:
-    """``dir()`` for aiosmtpd's per-connection scans of ``smtp_*`` and ``handle_*``
-    methods (its only uses of ``dir``), which are class attributes: computed once per
-    class, and only those names."""
-    names = _dir_cache.get(type(obj))
-    if names is None:
-        names = _dir_cache[type(obj)] = [
-            n for n in dir(obj) if n.startswith(("smtp_", "handle_"))]
-    return names
-
-
-def _sanitized_log(func: Any, msg: str, *args: Any, **kwargs: Any) -> None:
-    """aiosmtpd's ``sanitized_log``, which masks AUTH secrets in logged command lines;
-    here it first asks whether the line would be logged at all (it is called for every
-    command)."""
-    logger = getattr(func, "__self__", None)
-    level = logging.DEBUG if getattr(func, "__name__", "") == "debug" else logging.INFO
-    if logger is None or logger.isEnabledFor(level):
-        _aiosmtpd_sanitized_log(func, msg, *args, **kwargs)
-
-
-_aiosmtpd_sanitized_log = aiosmtpd.smtp.sanitized_log
-aiosmtpd.smtp.inspect = _MemberCache  # type: ignore[attr-defined]
-aiosmtpd.smtp.dir = _class_dir  # type: ignore[attr-defined]  # shadows the builtin there
-aiosmtpd.smtp.sanitized_log = _sanitized_log
 
 
 _long_lines: dict[int, re.Pattern[bytes]] = {}
@@ -180,17 +114,14 @@ def parse_rcpt_dsn(arg: str) -> tuple[str, dict[str, Any]]:
     return _DSN_RCPT.sub(take, arg), found
 
 
-class PostroomSMTP(SMTP):
+class PostroomSMTP(AdaptedSMTP):
     """One SMTP session. ``handler`` is a ``postroom.smtp.handler.Handler``."""
 
     def __init__(self, handler: Any, *, implicit_tls: bool = False, line_length: int = 998,
                  **kwargs: Any) -> None:
-        # aiosmtpd sizes its stream reader from this class attribute; per instance here
-        self.line_length_limit = line_length + 2
+        super().__init__(handler, implicit_tls=implicit_tls, line_length=line_length,
+                         **kwargs)
         self.line_length = line_length
-        super().__init__(handler, **kwargs)
-        self.implicit_tls = implicit_tls
-        self._ehlo_lines: list[bytes] | None = None
         self.mail_dsn: dict[str, str] = {}
         self.rcpt_dsn: dict[str, Any] = {}
 
@@ -206,10 +137,6 @@ class PostroomSMTP(SMTP):
         cipher = obj.cipher()
         return obj.version() or "", cipher[0] if cipher else ""
 
-    @property
-    def encrypted(self) -> bool:
-        return self.implicit_tls or self._tls_protocol is not None
-
     async def _handle_client(self) -> None:
         refusal = self.event_handler.connect_reply(self)
         if refusal:
@@ -223,25 +150,18 @@ class PostroomSMTP(SMTP):
         finally:
             self.event_handler.closed(self)
 
-    def _timeout_cb(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n"
-                                 .encode())
-        super()._timeout_cb()
-
-    async def push(self, status: str | bytes) -> None:
-        if self._ehlo_lines is not None:  # the EHLO reply goes out in one write
-            line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") \
-                if isinstance(status, str) else status
-            self._ehlo_lines.append(line + b"\r\n")
-            return
-        if isinstance(status, str):
-            status = _REWORD.get(status, status)
-            code, text = status[:3], status[4:]
-            if (status[3:4] == " " and code in _DEFAULT_ENHANCED
-                    and not _ENHANCED.match(text)):
-                status = f"{code} {_DEFAULT_ENHANCED[code]} {text}"
-        await super().push(status)
+    def close_if_idle(self) -> bool:
+        """For a drain: a session between transactions is sent ``421 4.3.2 <host> Service
+        shutting down`` and closed (True); one inside a transaction is left to finish it
+        (False)."""
+        envelope = self.envelope
+        if envelope is not None and envelope.mail_from:
+            return False
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self._writer.write(shutdown_reply(self.hostname).encode() + b"\r\n")
+            transport.close()
+        return True
 
     # -- commands -------------------------------------------------------------------------
 
@@ -253,15 +173,6 @@ class PostroomSMTP(SMTP):
         if self.local_part_limit and address.rfind("@") > self.local_part_limit:
             return None, None
         return address, m.group(2).lstrip(" \t")
-
-    async def smtp_EHLO(self, hostname: str) -> None:
-        self._ehlo_lines = []
-        try:
-            await super().smtp_EHLO(hostname)
-        finally:
-            lines, self._ehlo_lines = self._ehlo_lines, None
-        self._writer.write(b"".join(lines))
-        await self._writer.drain()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         try:
@@ -290,17 +201,17 @@ class PostroomSMTP(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push(DATA_NEEDS_RCPT)
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(DATA_SYNTAX)
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(DATA_GO_AHEAD)
         data = await self._read_data()
         if data is None:  # the client went away
             return
         if data is _OVERSIZE:
-            reply = "552 Error: Too much mail data"
+            reply = DATA_TOO_BIG
         else:
             # de-transparency (RFC 5321 4.5.2); the first line is preceded by the 354
             content = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
@@ -309,11 +220,11 @@ class PostroomSMTP(SMTP):
             if not has_long_line(content, self.line_length):
                 self.envelope.content = self.envelope.original_content = content
                 status = await self._call_handler_hook("DATA")
-                self._set_post_data_state()
-                await self.push("250 OK" if status is aiosmtpd.smtp.MISSING else status)
+                self._set_post_data_state()  # type: ignore[no-untyped-call, unused-ignore]
+                await self.push("250 OK" if status is MISSING else status)
                 return
-            reply = "500 Line too long (see RFC5321 4.5.3.1.6)"
-        self._set_post_data_state()
+            reply = DATA_LINE_TOO_LONG.format(self.line_length)
+        self._set_post_data_state()  # type: ignore[no-untyped-call, unused-ignore]
         await self.push(reply)
 
     async def _read_data(self) -> bytes | None:
@@ -352,13 +263,17 @@ class PostroomSMTP(SMTP):
 
     async def smtp_AUTH(self, arg: str) -> None:
         if self.encrypted and self.event_handler.login_paused(self):
-            await self.push("454 4.7.0 Too many failed authentication attempts; "
-                            "try again later")
+            await self.push(AUTH_PAUSED)
             return
         await super().smtp_AUTH(arg)
 
     # AUTH mechanisms: aiosmtpd's own call a synchronous authenticator; ours await the
     # password check in a thread so one login does not stall every other session.
+
+    async def _authenticate_with(self, login: bytes, password: bytes) -> AuthResult:
+        result: AuthResult = await self.event_handler.authenticate(
+            self, LoginPassword(login, password))
+        return result
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -376,7 +291,7 @@ class PostroomSMTP(SMTP):
         except ValueError:
             await self.push("501 5.5.2 Can't split auth value")
             return AuthResult(success=False, handled=True)
-        return await self.event_handler.authenticate(self, LoginPassword(login, password))
+        return await self._authenticate_with(login, password)
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -392,4 +307,4 @@ class PostroomSMTP(SMTP):
         password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
         if not isinstance(password, bytes):
             return AuthResult(success=False, handled=True)
-        return await self.event_handler.authenticate(self, LoginPassword(login, password))
+        return await self._authenticate_with(login, password)
