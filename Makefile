@@ -50,10 +50,12 @@ run: venv
 
 test: test-venv deps
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: test-venv
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: venv
 	$(BIN)/python bench/run.py

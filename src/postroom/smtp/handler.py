@@ -55,8 +55,9 @@ class Handler:
         site = self.reloader.current.site
         p = site.profile
         self.networks = Networks(p.networks.inbound, p.networks.relay)
-        if getattr(self, "limiter", None) is not None:
-            self.limiter.close()
+        old: FailureLimiter | None = getattr(self, "limiter", None)
+        if old is not None:
+            old.close()
         self.limiter = FailureLimiter(p.limits.auth_failures, p.limits.auth_pause,
                                       site.state_dir / "auth-failures")
         self.authenticator = Authenticator(site)
@@ -209,7 +210,7 @@ class Handler:
                                             envelope.rcpt_dsn, strict=True)  # type: ignore
         ]
         env = accept.new_envelope(
-            envelope.mail_from if envelope.mail_from != "<>" else "", recipients,
+            envelope.mail_from if envelope.mail_from not in (None, "<>") else "", recipients,
             id=queue_id, ret=dsn.get("RET"), envid=dsn.get("ENVID"),
             body="8BITMIME" if "BODY=8BITMIME" in envelope.mail_options else None,
             smtputf8=bool(envelope.smtp_utf8), client_addr=ip,
