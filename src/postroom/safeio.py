@@ -6,7 +6,7 @@ there (ext4 without a journal, which the spool runs on, loses such entries; jour
 systems mostly do not, but nothing promises it). So every "it is on disk" in postroom is
 file fsync, rename (or create), then fsync of the directory holding the new name, and all of
 them go through here: the spool (``postroom.queue``), the Maildir and file couriers and the
-queue import (``postroom.queue.salvage``).
+queue import (``postroom.ops.salvage``).
 
 Every OSError raised here names the path it is about (``filename``), also for a failed
 fsync, where the operating system names none.

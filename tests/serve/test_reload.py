@@ -187,3 +187,31 @@ async def test_logrotate_snippet_rename_reload_and_the_next_line_is_in_the_new_l
         assert "stat=Sent" not in (ready / "log/mail.log.1").read_text()
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_queue_import_is_delivered_at_once_by_a_running_server(
+        ready: Path, sink: Sink, tmp_path: Path) -> None:
+    """A dead machine's queue, imported while the server runs: each message goes in
+    through inject and the server tries it at once."""
+    from postroom import runtime
+    from postroom.queue import accept
+    from postroom.queue.spool import Spool
+
+    resolver = runtime.build(ready).resolver
+    dead = tmp_path / "dead" / "queue"
+    with Spool(dead) as spool:
+        rcpt = accept.make_recipient("neilb@inf.example.ac.uk",
+                                     resolver.resolve("neilb@inf.example.ac.uk").routes)
+        env = accept.new_envelope("rt@inf.example.ac.uk", [rcpt])
+        env.arrival = time.time()
+        spool.put_sync(env, MSG)
+    server = await asyncio.to_thread(lambda: Server(ready, workers=2).start())
+    try:
+        start = time.monotonic()
+        r = await asyncio.to_thread(run, "queue", "import", str(dead), site=ready)
+        assert r.returncode == 0, r.stderr
+        assert "server told of each message" in r.stdout
+        await wait_for(lambda: len(sink.messages) == 1, timeout=10)
+        assert time.monotonic() - start < 3.0
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -161,14 +161,15 @@ def import_(ctx: click.Context, site_dir: str | None, keep: bool,
             sources: tuple[Path, ...]) -> None:
     """Queue here every message of another machine's queue (SOURCE: its SITE/queue, or its
     site home). Delivery states are kept; this server's maps route them again."""
+    from postroom import control
     from postroom.errors import EX_DATAERR
-    from postroom.queue.salvage import import_queue
+    from postroom.ops.salvage import import_queue
 
     site = _home(ctx, site_dir)
     status = 0
     with Spool(site.queue_dir) as spool:
         for source in sources:
-            report = import_queue(source, spool, keep=keep)
+            report = import_queue(source, spool, site, keep=keep)
             for old, new in report.imported:
                 click.echo(f"{old}: imported as {new}")
             for old in report.already:
@@ -180,7 +181,10 @@ def import_(ctx: click.Context, site_dir: str | None, keep: bool,
                 click.echo(f"postroom: {warning}", err=True)
             click.echo(f"{source}: {len(report.imported)} imported, "
                        f"{len(report.skipped)} skipped")
-    click.echo(_tell_server(site, "no server running (they are delivered when it starts)"))
+    if control.request(site.state_dir, "status") is None:
+        click.echo("no server running (they are delivered when it starts)")
+    else:
+        click.echo("server told of each message: delivered from now on")
     if status:
         sys.exit(status)
 

@@ -62,16 +62,13 @@ def resume(site_dir: str | None) -> None:
 def status(site_dir: str | None, as_json: bool) -> None:
     """Say whether a server runs for the site, whether the site is quiescent and why, and
     how many messages are queued."""
+    from postroom.ops.status import status_of
+
     home = open_home(site_dir)
-    pid = home.server_pid()
-    quiescent = home.quiescent_now()
-    why = home.quiescent_reason()
-    active = home.queue_dir / "active"
-    queued = sum(1 for _ in active.glob("*")) if active.is_dir() else 0
+    st = status_of(home)
+    pid, quiescent, why, queued = st.pid, st.quiescent, st.quiescent_reason, st.queued
     broken = home.profile_error
-    info = {"site": str(home.home), "running": pid is not None, "pid": pid,
-            "quiescent": quiescent, "quiescent_reason": why, "queued": queued,
-            "profile_error": str(broken) if broken is not None else None}
+    info = st.as_dict()
     if as_json:
         click.echo(json.dumps(info))
         return

@@ -1,6 +1,6 @@
 """The spool's layout on disk: directory names, suffixes, what each file means, and the
 envelope file format. Everything here is also what ``postroom queue import`` reads in
-another machine's spool (``postroom.queue.salvage``).
+another machine's spool (``postroom.ops.salvage``).
 
 Layout (``SITE/queue/``, passed in as ``root``)::
 

@@ -6,7 +6,8 @@ What is kept: the sender, each recipient with the state of every delivery (a del
 already made is not made again), DSN parameters, arrival time, tries and retry schedule,
 and held messages stay held (they go straight into ``hold/``). The routes are not
 trusted: this server's runner routes every recipient again with its own maps before the
-first attempt (``QueueRunner._reroute``).
+first attempt (``runner.reroute``). Each message goes in through ``runner.inject``, so a
+running server is told of it and tries it at once.
 
 What is skipped, each reported with the reason: writes that were in progress when the
 machine died (``tmp/``: they never got a 250, so they are not even listed), envelopes that
@@ -45,6 +46,8 @@ from postroom.queue.spool import (
     Spool,
     parse_envelope,
 )
+from postroom.runner import inject_from_command
+from postroom.site import SiteHome
 
 IMPORTED = "imported"
 MAX_FILE = 1 << 31  # no message in a spool is larger; a bigger "file" is something else
@@ -67,7 +70,7 @@ def queue_dir(source: Path) -> Path:
                      f"{source / 'queue'}); give the dead machine's SITE/queue directory")
 
 
-def import_queue(source: Path, spool: Spool, *, keep: bool = False) -> Salvage:
+def import_queue(source: Path, spool: Spool, site: SiteHome, *, keep: bool = False) -> Salvage:
     src = queue_dir(source)
     if src.resolve() == spool.root.resolve():
         raise QueueError(f"{source}: that is this server's own queue")
@@ -80,7 +83,7 @@ def import_queue(source: Path, spool: Spool, *, keep: bool = False) -> Salvage:
                     report.already.append(qid)
                     _mark(src, state, qid, keep, report, f"{qid}: already imported")
                     continue
-                new = _import_one(src, state, qid, spool, report)
+                new = _import_one(src, state, qid, spool, site, report)
                 if new is not None:
                     done.add(qid)
                     _mark(src, state, qid, keep, report, f"{qid}: imported as {new}")
@@ -151,7 +154,7 @@ def _read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
-def _import_one(src: Path, state: str, qid: str, spool: Spool,
+def _import_one(src: Path, state: str, qid: str, spool: Spool, site: SiteHome,
                 report: Salvage) -> str | None:
     env_path = src / state / (qid + ENV_SUFFIX)
     msg_path = src / MSG / (qid + MSG_SUFFIX)
@@ -171,7 +174,8 @@ def _import_one(src: Path, state: str, qid: str, spool: Spool,
         return None
     envelope.id, envelope.held, envelope.salvaged_from = "", False, qid
     try:
-        new = spool.put_sync(envelope, data, held=state == HOLD)
+        new = inject_from_command(envelope, data, site=site, spool=spool,
+                                  held=state == HOLD)
     except QueueError as e:
         report.skipped.append((qid, f"could not be queued here: {e}"))
         return None
