@@ -20,6 +20,7 @@ The courier does not touch the queue; ``Attempt.apply`` records an attempt on it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -28,6 +29,9 @@ from postroom.errors import DeliveryError
 
 if TYPE_CHECKING:  # the envelope model is built on these words, not the other way round
     from postroom.envelope import Delivery, Envelope, Recipient
+
+# (envelope sender, message) for one delivery of a message rendered per recipient
+Render = Callable[["Delivery"], tuple[str, bytes]]
 
 
 class Mailer(StrEnum):
@@ -151,8 +155,17 @@ class Job:
     message: bytes          # the queued message, CRLF line endings, our Received on top
     deliveries: list[Delivery]
     queue_id: str
+    # a message rendered per recipient at delivery time (a list post: VERP sender and
+    # the member's own headers); None: every recipient gets ``message`` from the sender
+    render: Render | None = None
     _owners: dict[int, Recipient] | None = field(default=None, init=False, repr=False,
                                                  compare=False)
+
+    def personal(self, delivery: Delivery) -> tuple[str, bytes]:
+        """(envelope sender, message) as this delivery's recipient gets them."""
+        if self.render is None:
+            return self.envelope.sender, self.message
+        return self.render(delivery)
 
     @property
     def mailer(self) -> str:

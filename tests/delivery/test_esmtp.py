@@ -518,3 +518,28 @@ async def test_pipelined_replies_before_a_hang_up_stand(zone: DnsServer,
     assert [(a.outcome, a.code) for a in attempts] == [(Outcome.FAILED, 550),
                                                         (Outcome.DEFERRED, 451)]
     assert "lost connection" in attempts[1].text
+
+
+async def test_a_message_rendered_per_recipient_gets_one_transaction_each(
+        zone: DnsServer, sink: Sink, esmtp: Couriers) -> None:
+    """A list post: each member gets its own envelope sender (VERP) and its own bytes,
+    over one connection."""
+    from postroom.envelope import Delivery
+
+    job = make_job("esmtp", "example.test", ["a@example.test", "b@example.test",
+                                             "c@example.test"])
+
+    def render(d: Delivery) -> tuple[str, bytes]:
+        user = d.user.replace("@", "=")
+        return f"list-bounces+{user}@lists.test", b"X-Member: " + d.user.encode() + b"\r\n" \
+            + job.message
+
+    job.render = render
+    attempts = await esmtp(sink.port).deliver(job)
+    assert [a.outcome for a in attempts] == [Outcome.SENT] * 3
+    assert [(m.mail_from, m.rcpt_tos) for m in sink.messages] == [
+        (f"list-bounces+{u}=example.test@lists.test", [f"{u}@example.test"])
+        for u in "abc"]
+    assert [m.content.split(b"\r\n", 1)[0] for m in sink.messages] == [
+        f"X-Member: {u}@example.test".encode() for u in "abc"]
+    assert sink.connections == 1

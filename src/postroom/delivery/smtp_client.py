@@ -23,6 +23,7 @@ policy) for ``idle_timeout`` seconds (``smtp.reuse``); ``aclose`` QUITs them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from postroom.delivery.mx import Destination, MxResolver, parse_destination
@@ -40,6 +41,7 @@ from postroom.delivery.smtp.trouble import (
     internal_error,
     no_address,
 )
+from postroom.envelope import Delivery
 from postroom.errors import DeliveryError, PermanentFailure
 from postroom.types import Attempt, Job, from_error
 
@@ -92,7 +94,7 @@ class SmtpClient:
                             todo.insert(0, target._replace(tls="never"))
                         continue
                 try:
-                    pending = await transactions(session, job, pending, done, self.batch)
+                    pending = await self._transactions(session, job, pending, done)
                 except Interrupted as e:
                     last = e.error
                     pending = [d for d in pending if id(d) not in done]
@@ -118,6 +120,22 @@ class SmtpClient:
                 else:
                     await self.cache.close(session)
         return [done[id(d)] for d in job.deliveries]
+
+    async def _transactions(self, session: Session, job: Job, pending: list[Delivery],
+                            done: dict[int, Attempt]) -> list[Delivery]:
+        """The transactions the recipients need; a message rendered per recipient gets
+        one transaction each (its own sender and bytes), on the same connection."""
+        if job.render is None:
+            return await transactions(session, job, pending, done, self.batch)
+        left: list[Delivery] = []
+        for i, d in enumerate(pending):
+            sender, message = job.personal(d)
+            one = Job(dataclasses.replace(job.envelope, sender=sender), message, [d],
+                      job.queue_id)
+            left += await transactions(session, one, [d], done, 1)
+            if not session.alive:
+                return left + pending[i + 1:]
+        return left
 
     async def aclose(self) -> None:
         await self.cache.aclose()

@@ -6,21 +6,22 @@ from __future__ import annotations
 import logging
 
 from postroom.envelope import Delivery, Envelope
-from postroom.types import Attempt, Courier, Job, deferred, describe
+from postroom.types import Attempt, Courier, Job, Render, deferred, describe
 
 log = logging.getLogger("postroom.runner")
 
 
-def jobs_for(envelope: Envelope, message: bytes,
-             deliveries: list[Delivery]) -> dict[tuple[str, str], Job]:
+def jobs_for(envelope: Envelope, message: bytes, deliveries: list[Delivery], *,
+             render: Render | None = None) -> dict[tuple[str, str], Job]:
     """The deliveries as Jobs by (mailer, host), keeping queue order inside each; host
-    names compare without case, as DNS does."""
+    names compare without case, as DNS does. ``render``: the message is rendered per
+    recipient (``Job.personal``)."""
     jobs: dict[tuple[str, str], Job] = {}
     for d in deliveries:
         key = (d.mailer, d.host.lower())
         job = jobs.get(key)
         if job is None:
-            job = jobs[key] = Job(envelope, message, [], envelope.id)
+            job = jobs[key] = Job(envelope, message, [], envelope.id, render)
         job.deliveries.append(d)
     return jobs
 

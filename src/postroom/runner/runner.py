@@ -40,21 +40,27 @@ from postroom.runner.contract import deliver_job, jobs_for
 from postroom.runner.reroute import reroute
 from postroom.runtime import Reloader, Runtime
 from postroom.site import Site
-from postroom.types import Attempt, Courier, Job, Outcome, RcptState, deferred
+from postroom.types import Attempt, Courier, Job, Outcome, RcptState, Render, deferred
 
 log = logging.getLogger("postroom.runner")
 # what a round may change in an envelope (not its ID or where it is: held or active)
 _ENVELOPE_FIELDS = tuple(f.name for f in dataclasses.fields(Envelope)
                          if f.name not in ("id", "held"))
 BUSY_RETRY = 5.0      # another process holds the claim: look again after this
+# makes the per-recipient render of one message (its envelope and queued bytes)
+Renderer = Callable[[Envelope, bytes], Render]
 
 
 class QueueRunner:
     def __init__(self, reloader: Reloader, spool: Spool, couriers: dict[str, Courier],
-                 *, clock: Callable[[], float] = time.time, scan: bool = True) -> None:
+                 *, clock: Callable[[], float] = time.time, scan: bool = True,
+                 renderers: dict[str, Renderer] | None = None) -> None:
         """``scan``: look through the whole spool every run_interval (the master); without
-        it the runner only delivers what is handed to it (an intake process)."""
+        it the runner only delivers what is handed to it (an intake process).
+        ``renderers``: by envelope kind, what renders such a message per recipient (the
+        list engine's, for list posts)."""
         self.scan = scan
+        self.renderers = renderers or {}
         self.claims = Claims(spool.root)
         self.limits = SharedLimits(os.path.join(spool.root, "limits"))
         self.preloaded: dict[str, tuple[Envelope, bytes]] = {}
@@ -236,7 +242,9 @@ class QueueRunner:
             now = self.clock()
             waiting = [d for d in env.deliveries
                        if not d.final and (flush or d.next_attempt <= now)]
-            jobs = jobs_for(env, message, waiting)
+            renderer = self.renderers.get(env.kind)
+            render = renderer(env, message) if renderer is not None else None
+            jobs = jobs_for(env, message, waiting, render=render)
             if jobs:
                 rounds = [self._deliver(rt, key, job) for key, job in jobs.items()]
                 for attempts in await asyncio.gather(*rounds):
