@@ -16,7 +16,13 @@ from postroom.store import StoreError
 from postroom.store import db as store_db
 from postroom.store.models import Base
 
-TABLES = {"users", "user_addresses", "mailing_lists", "alembic_version"}
+TABLES = {"users", "user_addresses", "mailing_lists", "list_roles", "list_address_rules",
+          "list_members", "held_messages", "pending_confirmations", "archive_index",
+          "alembic_version"}
+SETTINGS = {"description", "posting_policy", "subject_prefix", "footer", "max_message_size",
+            "max_recipients", "archive_policy", "reply_to", "dmarc_mitigation",
+            "subscription_needs_approval", "web_signup", "obfuscate_addresses",
+            "digest_size_kb", "digest_period_days", "held_expiry_days", "acceptable_aliases"}
 
 MakeSite = Callable[..., Site]
 
@@ -25,8 +31,8 @@ def test_upgrade_creates_the_tables_and_reaches_head(store_site: Site) -> None:
     assert store_db.current_revision(store_site) is None
     before, after = store_db.upgrade(store_site)
     assert before is None
-    assert after == store_db.head_revision() == "0001"
-    assert store_db.current_revision(store_site) == "0001"
+    assert after == store_db.head_revision() == "0002"
+    assert store_db.current_revision(store_site) == "0002"
     engine = store_db.engine_for(store_site)
     with engine.connect() as conn:
         insp = inspect(conn)
@@ -36,18 +42,45 @@ def test_upgrade_creates_the_tables_and_reaches_head(store_site: Site) -> None:
         assert {c["name"] for c in insp.get_columns("user_addresses")} == {
             "id", "user_id", "address"}
         assert {c["name"] for c in insp.get_columns("mailing_lists")} == {
-            "id", "name", "domain", "created"}
+            "id", "name", "domain", "created", "secret"} | SETTINGS
         fks = insp.get_foreign_keys("user_addresses")
         assert fks[0]["referred_table"] == "users"
         assert fks[0]["options"].get("ondelete") == "CASCADE"
     # a second upgrade is a no-op
-    assert store_db.upgrade(store_site) == ("0001", "0001")
+    assert store_db.upgrade(store_site) == ("0002", "0002")
 
 
 def test_models_match_the_migrated_schema(ready_site: Site) -> None:
     with store_db.engine_for(ready_site).connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(ctx, Base.metadata) == []
+
+
+def test_every_list_setting_has_a_column() -> None:
+    from dataclasses import fields
+
+    from postroom.lists.model import ListSettings
+
+    columns = {c.name for c in Base.metadata.tables["mailing_lists"].columns}
+    scalar = {f.name for f in fields(ListSettings)} - {"owners", "moderators", "address_rules"}
+    assert scalar <= columns
+    assert scalar - {"name", "domain"} == SETTINGS
+
+
+def test_upgrade_from_0001_keeps_lists_and_gives_each_a_secret(store_site: Site) -> None:
+    store_db.upgrade(store_site, "0001")
+    engine = store_db.engine_for(store_site)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO mailing_lists (name, domain) VALUES "
+                          "('a', 'inf.example.ac.uk'), ('b', 'inf.example.ac.uk')"))
+    store_db.dispose_engines()
+    assert store_db.upgrade(store_site) == ("0001", "0002")
+    with store_db.engine_for(store_site).connect() as conn:
+        rows = conn.execute(text("SELECT name, secret, posting_policy, web_signup "
+                                 "FROM mailing_lists ORDER BY name")).all()
+    assert [r[0] for r in rows] == ["a", "b"]
+    assert all(len(r[1]) == 64 for r in rows) and rows[0][1] != rows[1][1]
+    assert {(r[2], bool(r[3])) for r in rows} == {("members", True)}
 
 
 def test_downgrade_to_base_and_up_again(ready_site: Site) -> None:
@@ -61,7 +94,7 @@ def test_downgrade_to_base_and_up_again(ready_site: Site) -> None:
         assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
     store_db.dispose_engines()
     assert store_db.current_revision(ready_site) is None
-    assert store_db.upgrade(ready_site) == (None, "0001")
+    assert store_db.upgrade(ready_site) == (None, "0002")
 
 
 def test_sqlite_store_is_the_site_file_in_wal_mode_with_foreign_keys(make_site: MakeSite
@@ -83,7 +116,7 @@ def test_relative_sqlite_url_is_relative_to_the_site_home(make_site: MakeSite) -
     with pytest.raises(StoreError, match="no directory"):
         store_db.upgrade(site)
     (site.home / "state").mkdir()
-    assert store_db.upgrade(site)[1] == "0001"
+    assert store_db.upgrade(site)[1] == "0002"
     assert (site.home / "state" / "store.db").is_file()
 
 

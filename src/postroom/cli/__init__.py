@@ -19,6 +19,7 @@ COMMANDS = {
     "db": "postroom.cli.db:db",
     "users": "postroom.cli.users:users",
     "lists": "postroom.cli.lists:lists",
+    "members": "postroom.cli.members:members",
     "serve": "postroom.cli.serve:serve",
     "queue": "postroom.cli.queue:queue",
     "quiesce": "postroom.cli.quiesce:quiesce",

@@ -1,29 +1,43 @@
-"""``postroom lists create|list|delete``: mailing lists in the store."""
+"""``postroom lists create|delete|show|list|set``: mailing lists and their settings."""
 
 from __future__ import annotations
+
+import json
+from enum import StrEnum
 
 import click
 
 from postroom.cli.options import reports_errors, site_option
 
 
-@click.group(short_help="Mailing lists: create, list and delete them.")
+@click.group(short_help="Mailing lists: create, show, set, list and delete them.")
 def lists() -> None:
-    """Mailing lists (NAME@DOMAIN, with NAME-request, -owner, -bounces... addresses)."""
+    """Mailing lists (NAME@DOMAIN, with NAME-request, -owner, -bounces... addresses).
+
+    LIST is NAME@DOMAIN, or NAME alone when one list has that name. The settings, their
+    values and defaults are in docs/lists.md; 'postroom lists show LIST' prints them."""
 
 
 @lists.command(short_help="Create the list NAME@DOMAIN (NAME alone: the first domain).")
 @site_option
-@click.argument("address", metavar="NAME@DOMAIN")
+@click.argument("address", metavar="NAME[@DOMAIN]")
+@click.option("--owner", "owners", multiple=True, metavar="ADDR",
+              help="An owner of the list (repeat for more).")
+@click.option("--description", default="", help="What the list is for (one line).")
 @reports_errors
-def create(site_dir: str | None, address: str) -> None:
-    """Create the list NAME@DOMAIN (NAME alone: the site's first domain)."""
+def create(site_dir: str | None, address: str, owners: tuple[str, ...],
+           description: str) -> None:
+    """Create the list NAME@DOMAIN (NAME alone: the site's first domain), with its owners;
+    every other setting starts at its default ('postroom lists set' changes them)."""
     from postroom import site as site_mod
+    from postroom.lists.store import parse_settings
     from postroom.store.lists import create_list, split_list_address
 
     site = site_mod.load(site_dir)
     name, domain = split_list_address(address, site.profile.site.domains[0])
-    info = create_list(site, name, domain)
+    if description:
+        parse_settings([f"description={description}"])  # the same check as 'set'
+    info = create_list(site, name, domain, owners=owners, description=description)
     click.echo(f"list {info.address} created")
 
 
@@ -45,7 +59,7 @@ def list_(site_dir: str | None) -> None:
 @click.argument("address", metavar="NAME@DOMAIN")
 @reports_errors
 def delete(site_dir: str | None, address: str) -> None:
-    """Delete the list NAME@DOMAIN."""
+    """Delete the list NAME@DOMAIN, with its members and settings."""
     from postroom import site as site_mod
     from postroom.store.lists import delete_list, split_list_address
 
@@ -53,3 +67,60 @@ def delete(site_dir: str | None, address: str) -> None:
     name, domain = split_list_address(address, site.profile.site.domains[0])
     delete_list(site, name, domain)
     click.echo(f"list {name}@{domain} deleted")
+
+
+@lists.command()
+@site_option
+@click.argument("address", metavar="LIST")
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
+@reports_errors
+def show(site_dir: str | None, address: str, as_json: bool) -> None:
+    """Print every setting of LIST (as 'postroom lists set' takes them back)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from postroom import site as site_mod
+    from postroom.lists.store import (
+        SETTING_NAMES,
+        find_list,
+        get_settings,
+        settings_json,
+        show_value,
+    )
+
+    site = site_mod.load(site_dir)
+    settings = get_settings(site, *find_list(site, address))
+    if as_json:
+        click.echo(json.dumps(settings_json(settings), indent=2))
+        return
+    table = Table("setting", "value", title=settings.address, box=box.SIMPLE,
+                  title_justify="left")
+    for key in SETTING_NAMES:
+        value = getattr(settings, key)
+        # a text setting quoted, so a prefix's trailing space shows
+        table.add_row(key, repr(value) if isinstance(value, str) and not isinstance(
+            value, StrEnum) else show_value(settings, key))
+    Console(soft_wrap=False).print(table)
+
+
+@lists.command("set", short_help="Change settings of a list: KEY=VALUE...")
+@site_option
+@click.argument("address", metavar="LIST")
+@click.argument("pairs", metavar="KEY=VALUE...", nargs=-1, required=True)
+@reports_errors
+def set_(site_dir: str | None, address: str, pairs: tuple[str, ...]) -> None:
+    """Change settings of LIST, e.g. posting_policy=moderated subject_prefix='[staff] '.
+
+    Lists (owners, moderators, acceptable_aliases) are comma separated; address_rules is
+    ACTION:PATTERN,... with ACTION accept, hold, reject or discard and PATTERN an address
+    or ^regex. Every pair is checked first; one bad pair changes nothing."""
+    from postroom import site as site_mod
+    from postroom.lists.store import find_list, parse_settings, show_value, update_settings
+
+    site = site_mod.load(site_dir)
+    values = parse_settings(pairs)
+    name, domain = find_list(site, address)
+    settings = update_settings(site, name, domain, values)
+    for key in values:
+        click.echo(f"{settings.address}: {key} = {show_value(settings, key)}")

@@ -14,6 +14,8 @@ domain, then the first domain in sort order.
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -21,12 +23,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from postroom import addresses as addr_mod
 from postroom import control
+from postroom.errors import AddressError
 from postroom.site import Site
 from postroom.store import ListExists, StoreValueError, UnknownList
 from postroom.store.db import engine_for, exists, explain, session, store_url
 from postroom.store.listnames import SERVICE_SUFFIXES, ListNames
-from postroom.store.models import LIST_NAME_MAX, MailingList
+from postroom.store.models import ADDRESS_MAX, LIST_NAME_MAX, ListRole, MailingList
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -36,6 +40,7 @@ __all__ = [
     "ListInfo",
     "StoreLists",
     "all_lists",
+    "check_address",
     "create_list",
     "delete_list",
     "split_list_address",
@@ -114,13 +119,35 @@ def _check_domain(domain: str) -> str:
     return domain
 
 
-def create_list(site: Site | str | URL, name: str, domain: str) -> ListInfo:
-    """Create ``name@domain``; ListExists if it is there already.
+def check_address(address: str, what: str = "address") -> str:
+    """``Alice@Inf.Example.AC.UK`` -> ``alice@inf.example.ac.uk``; StoreValueError naming
+    ``what`` (e.g. ``owner``) when it is not a usable user@domain address."""
+    try:
+        parsed = addr_mod.parse(address)
+    except AddressError as e:
+        raise StoreValueError(f"{what} {address.strip()!r}: {e.reason}") from None
+    if not parsed.domain or not parsed.local:
+        raise StoreValueError(f"{what} {address.strip()!r} needs a domain (user@domain)")
+    text = str(parsed).lower()
+    if not _DOMAIN.match(parsed.domain) and not addr_mod.is_address_literal(parsed.domain):
+        raise StoreValueError(f"{what} {address.strip()!r}: {parsed.domain!r} is not a domain "
+                              "name (write non-ASCII domains in their xn-- form)")
+    if len(text) > ADDRESS_MAX:
+        raise StoreValueError(f"{what} {address.strip()!r} is longer than {ADDRESS_MAX} "
+                              "characters")
+    return text
+
+
+def create_list(site: Site | str | URL, name: str, domain: str, *,
+                owners: Iterable[str] = (), description: str = "") -> ListInfo:
+    """Create ``name@domain`` with its owners, a description and a fresh random secret;
+    ListExists if it is there already. Every other setting starts at its default.
 
     Given a Site, the domain must be one of its local or hosted domains, or no mail
     would ever reach the list.
     """
     name, domain = _check_name(name), _check_domain(domain)
+    owner_addresses = sorted({check_address(a, "owner") for a in owners})
     if isinstance(site, Site):
         known = site.local_domains | site.hosted_domains
         if domain not in known:
@@ -134,9 +161,12 @@ def create_list(site: Site | str | URL, name: str, domain: str) -> ListInfo:
                                                           MailingList.domain == domain))
             if taken is not None:
                 raise ListExists(f"{name}@{domain}")
-            mlist = MailingList(name=name, domain=domain)
+            mlist = MailingList(name=name, domain=domain, description=description,
+                                secret=secrets.token_hex(32))
             s.add(mlist)
             s.flush()
+            s.add_all(ListRole(list_id=mlist.id, role="owner", address=a)
+                      for a in owner_addresses)
             info = ListInfo(mlist.name, mlist.domain, mlist.created)
     except IntegrityError as e:
         raise ListExists(f"{name}@{domain}") from e
