@@ -80,6 +80,7 @@ class Envelope:
     kind: str = ""                    # "" | "dsn" (a notice we made) | "double-bounce"
     returned: str = ""                # why the postmaster returned it (postroom queue bounce)
     salvaged_from: str = ""           # its queue ID on the machine it was imported from
+    list_post: str = ""               # a list post (kind "list-post"): the list's address
 
     @property
     def deliveries(self) -> list[Delivery]:

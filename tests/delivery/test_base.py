@@ -37,7 +37,8 @@ async def test_couriers_for_builds_every_mailer(make_site: SiteFactory) -> None:
 async def test_couriers_for_passes_the_list_engine(make_site: SiteFactory) -> None:
     taken: list[str] = []
 
-    async def engine(envelope: object, message: bytes, list_address: str) -> None:
+    async def engine(envelope: object, message: bytes, list_address: str,
+                     rcpt: str) -> None:
         taken.append(list_address)
 
     couriers = couriers_for(make_site(), list_handler=engine)

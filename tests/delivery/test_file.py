@@ -97,11 +97,13 @@ async def test_lock_is_honoured_across_processes(tmp_path: Path) -> None:
     assert [m["Subject"] for m in msgs] == ["holder", "courier test"]
 
 
-async def test_missing_directory_fails_clearly(tmp_path: Path) -> None:
+async def test_missing_directory_defers_clearly(tmp_path: Path) -> None:
+    # an unmounted disk or a directory not made yet: kept, never bounced
+    # (tests/delivery/test_missing_dirs.py has the rest)
     target = tmp_path / "nosuch" / "archive.mbox"
     [a] = await FileCourier().deliver(make_job("file", "", [str(target)]))
-    assert (a.outcome, a.code, a.status) == (Outcome.FAILED, 550, "5.2.0")
-    assert f"directory {tmp_path / 'nosuch'} does not exist" in a.text
+    assert (a.outcome, a.code, a.status) == (Outcome.DEFERRED, 451, "4.3.0")
+    assert f"mailbox directory {tmp_path / 'nosuch'} does not exist" in a.text
 
 
 async def test_directory_and_relative_targets_fail(tmp_path: Path) -> None:

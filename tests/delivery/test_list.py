@@ -20,7 +20,8 @@ async def test_without_engine_defers_never_bounces() -> None:
 async def test_engine_takes_the_post() -> None:
     calls: list[tuple[Envelope, bytes, str]] = []
 
-    async def engine(envelope: Envelope, message: bytes, list_address: str) -> None:
+    async def engine(envelope: Envelope, message: bytes, list_address: str,
+                     rcpt: str) -> None:
         calls.append((envelope, message, list_address))
 
     job = make_job("list", "", [LIST])
@@ -30,7 +31,8 @@ async def test_engine_takes_the_post() -> None:
 
 
 async def test_engine_failures() -> None:
-    async def engine(envelope: Envelope, message: bytes, list_address: str) -> None:
+    async def engine(envelope: Envelope, message: bytes, list_address: str,
+                     rcpt: str) -> None:
         if list_address.startswith("temp"):
             raise TemporaryFailure(452, "4.2.2", "archive full")
         if list_address.startswith("perm"):

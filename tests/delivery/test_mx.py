@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+
 import dns.asyncquery as asyncquery
 import dns.message as dnsmessage
+import dns.resolver
 import pytest
 
 from postroom.delivery.mx import (
     Destination,
     MxResolver,
     Target,
+    describe_dns,
     parse_destination,
     parse_nameservers,
 )
@@ -123,7 +127,7 @@ async def test_timeout_is_temporary_4_4_3(dns: DnsServer) -> None:
     with pytest.raises(TemporaryFailure) as e:
         await resolver(dns, timeout=0.5).targets("slow.test")
     assert e.value.enhanced == "4.4.3"
-    assert "timed out" in e.value.text
+    assert "DNS timeout (no answer from" in e.value.text
 
 
 async def test_mx_hosts_without_address(dns: DnsServer) -> None:
@@ -190,3 +194,94 @@ async def test_system_resolver_reads_hosts_file_for_bracketed_hosts(
     targets = await MxResolver([], timeout=5).targets("[localhost]")
     assert targets[0].host == "localhost"
     assert set(targets[0].addresses) & {"127.0.0.1", "::1"}
+
+
+# -- each DNS failure under its own name (issue 9: an unreachable network was "SERVFAIL or
+# refused"); every text is what `postroom queue` and the mail log show
+
+def dead_udp_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: bound, then closed."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+async def temporary(r: MxResolver, spec: str) -> str:
+    with pytest.raises(TemporaryFailure) as e:
+        await r.targets(spec)
+    assert (e.value.code, e.value.enhanced) == (451, "4.4.3")
+    return e.value.text
+
+
+async def test_servfail_is_called_servfail(dns: DnsServer) -> None:
+    dns.servfail.add("broken.test")
+    text = await temporary(resolver(dns), "broken.test")
+    assert text == f"MX lookup for broken.test failed: SERVFAIL from {dns.nameserver}"
+    text = await temporary(resolver(dns), "[broken.test]")
+    assert text == f"A lookup for broken.test failed: SERVFAIL from {dns.nameserver}"
+
+
+async def test_timeout_is_called_a_timeout_naming_the_server(dns: DnsServer) -> None:
+    dns.drop.add("slow.test")
+    text = await temporary(resolver(dns, timeout=0.5), "slow.test")
+    assert text == (f"MX lookup for slow.test failed: DNS timeout (no answer from "
+                    f"{dns.nameserver} within 0.5s)")
+
+
+async def test_nothing_listening_is_a_timeout_not_servfail() -> None:
+    # UDP to a dead port: the resolver's unconnected socket hears nothing back, so this is
+    # a timeout, and it must not be called SERVFAIL or refused
+    port = dead_udp_port()
+    text = await temporary(MxResolver([f"127.0.0.1:{port}"], timeout=0.5), "example.test")
+    assert text == (f"MX lookup for example.test failed: DNS timeout (no answer from "
+                    f"127.0.0.1:{port} within 0.5s)")
+    assert "SERVFAIL" not in text and "refused" not in text
+
+
+async def test_a_server_the_kernel_will_not_send_to_cannot_be_reached() -> None:
+    # the broadcast address without SO_BROADCAST: sendto fails at once (EACCES), nothing
+    # leaves the machine; the same path as "Network is unreachable"
+    text = await temporary(MxResolver(["255.255.255.255"], timeout=2), "example.test")
+    assert text == ("MX lookup for example.test failed: cannot reach the DNS server "
+                    "255.255.255.255: Permission denied")
+
+
+async def test_two_servers_failing_differently_are_both_named(dns: DnsServer) -> None:
+    async with DnsServer() as second:
+        dns.servfail.add("*")
+        second.drop.add("*")
+        r = MxResolver([dns.nameserver, second.nameserver], timeout=0.5)
+        text = await temporary(r, "example.test")
+    assert text == (f"MX lookup for example.test failed: SERVFAIL from {dns.nameserver}; "
+                    f"DNS timeout (no answer from {second.nameserver} within 0.5s)")
+
+
+async def test_nxdomain_says_the_domain_does_not_exist(dns: DnsServer) -> None:
+    with pytest.raises(PermanentFailure) as e:
+        await resolver(dns).targets("nosuch.test")
+    assert (e.value.code, e.value.enhanced) == (550, "5.1.2")
+    assert e.value.text == "Domain nosuch.test does not exist (NXDOMAIN)"
+
+
+@pytest.mark.parametrize(("errors", "expected"), [
+    ([("Do53:192.0.2.53@53", False, 53,
+       OSError(errno.ENETUNREACH, "Network is unreachable"), None)],
+     "cannot reach the DNS server 192.0.2.53: Network is unreachable"),
+    ([("Do53:::1@5353", True, 5353, ConnectionRefusedError(errno.ECONNREFUSED,
+                                                          "Connection refused"), None)],
+     "cannot reach the DNS server [::1]:5353 over TCP: Connection refused"),
+    ([("Do53:192.0.2.53@53", False, 53, "REFUSED", None),
+      ("Do53:192.0.2.54@53", False, 53, "SERVFAIL", None)],
+     "REFUSED from 192.0.2.53; SERVFAIL from 192.0.2.54"),
+])
+def test_describe_dns_names_what_happened(errors: list[tuple[object, ...]],
+                                         expected: str) -> None:
+    """Failures a test cannot cause without changing the machine's routes, as dnspython
+    reports them (its NoNameservers ``errors``)."""
+    e = dns.resolver.NoNameservers(request=dnsmessage.make_query("x.test", "MX"),
+                                   errors=errors)
+    assert describe_dns(e, timeout=10) == expected

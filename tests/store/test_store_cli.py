@@ -39,14 +39,15 @@ def test_db_upgrade_and_current(store_site: Site) -> None:
 def test_users_commands(ready_site: Site) -> None:
     out = run(ready_site, "users", "add", "alice", "--address", "alice@inf.example.ac.uk",
               "--address", "Alice@lists.inf.example.ac.uk", "--password-stdin",
-              input="s3cret pass\n")
+              input="s3cret pass phrase\n")
     assert out == ("user alice added (alice@inf.example.ac.uk, "
                    "alice@lists.inf.example.ac.uk)\n")
-    assert check_password(ready_site, "alice", "s3cret pass")
+    assert check_password(ready_site, "alice", "s3cret pass phrase")
     # no --password-stdin: asks twice
-    out = run(ready_site, "users", "add", "bob", input="pw-b\npw-b\n")
+    out = run(ready_site, "users", "add", "bob",
+              input="pw-b lantern orbit\npw-b lantern orbit\n")
     assert "user bob added (no sender addresses)" in out
-    assert check_password(ready_site, "bob", "pw-b")
+    assert check_password(ready_site, "bob", "pw-b lantern orbit")
     # two different answers: asked again; no more input, no user
     result = CliRunner().invoke(cli, ["users", "add", "carol", "--site", str(ready_site.home)],
                                 input="one\ntwo\n")
@@ -68,8 +69,8 @@ def test_users_commands(ready_site: Site) -> None:
     assert "carol" not in table
 
     assert run(ready_site, "users", "passwd", "bob", "--password-stdin",
-               input="new\n") == "password of bob changed\n"
-    assert check_password(ready_site, "bob", "new")
+               input="new lantern orbit\n") == "password of bob changed\n"
+    assert check_password(ready_site, "bob", "new lantern orbit")
     assert run(ready_site, "users", "del", "bob") == "user bob deleted\n"
     result = CliRunner().invoke(cli, ["users", "del", "bob", "--site", str(ready_site.home)])
     assert result.exit_code == 67

@@ -20,6 +20,7 @@ COMMANDS = {
     "users": "postroom.cli.users:users",
     "lists": "postroom.cli.lists:lists",
     "members": "postroom.cli.members:members",
+    "held": "postroom.cli.held:held",
     "serve": "postroom.cli.serve:serve",
     "queue": "postroom.cli.queue:queue",
     "quiesce": "postroom.cli.quiesce:quiesce",

@@ -104,7 +104,7 @@ def show(site_dir: str | None, address: str, as_json: bool) -> None:
     Console(soft_wrap=False).print(table)
 
 
-@lists.command("set", short_help="Change settings of a list: KEY=VALUE...")
+@lists.command("set", short_help="Change settings of a list (KEY=VALUE pairs).")
 @site_option
 @click.argument("address", metavar="LIST")
 @click.argument("pairs", metavar="KEY=VALUE...", nargs=-1, required=True)

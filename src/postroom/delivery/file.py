@@ -8,9 +8,12 @@ take) while appending, plus a per-path lock inside this process, because POSIX l
 exclude threads of the same process. The write is fsynced before the attempt is SENT; a
 failed write is cut back off, so the file never keeps half a message.
 
-Outcomes: the parent directory missing, or the path being a directory or not absolute, is a
-configuration problem the mail cannot wait out: FAILED 5.2.0 naming the path. A lock held
-longer than ``lock_timeout`` is DEFERRED 4.2.0; other disk trouble DEFERRED 4.3.0.
+Outcomes: the path being a directory or not absolute is a mistake in the alias the mail
+cannot wait out: FAILED 5.2.0 naming the path. The parent directory missing (an unmounted
+disk, a directory not made yet) is DEFERRED 4.3.0 "mailbox directory ... does not exist",
+with a ``warning:`` line in the mail log naming it: the mail waits in the queue until the
+directory is there, and the file is never made somewhere else. A lock held longer than
+``lock_timeout`` is DEFERRED 4.2.0; other disk trouble DEFERRED 4.3.0.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from postroom import safeio
+from postroom import maillog, safeio
 from postroom.delivery.local import unix_lines
 from postroom.envelope import Delivery
 from postroom.site import Site
@@ -72,8 +75,7 @@ class FileCourier:
             return deferred(delivery, f"{path} is locked by another process", status="4.2.0")
         except (FileNotFoundError, NotADirectoryError):
             if not path.parent.is_dir():
-                return failed(delivery, f"cannot append to {path}: directory {path.parent} "
-                              "does not exist", status="5.2.0")
+                return _no_directory(job, delivery, path)
             return deferred(delivery, f"cannot append to {path}: it vanished while writing")
         except IsADirectoryError:
             return failed(delivery, f"cannot append to {path}: it is a directory",
@@ -118,6 +120,16 @@ class FileCourier:
 
     async def aclose(self) -> None:
         return None
+
+
+def _no_directory(job: Job, delivery: Delivery, path: Path) -> Attempt:
+    """The target's directory is missing: keep the mail, and say so loudly."""
+    text = f"mailbox directory {path.parent} does not exist (cannot append to {path})"
+    log.warning("%s: append to %s deferred: %s", job.queue_id, path, text)
+    maillog.line(f"warning: {job.queue_id}: file delivery deferred: {text} (an unmounted "
+                 "disk? mount it, or create the directory, or fix the alias; the mail "
+                 "waits in the queue)")
+    return deferred(delivery, text, code=451, status="4.3.0")
 
 
 def _separator(tail: bytes) -> bytes:

@@ -1,7 +1,9 @@
 """The ``list`` courier: the seam where queued list mail meets the list engine.
 
-A list route's user is the list address. The engine (a later issue) is any callable
-``handler(envelope, message, list_address) -> Awaitable[None]``: returning means the post is
+A list route's user is the list address (canonical, in the list's own domain); its address
+is the recipient as it came (with a ``+detail``: a VERP bounce or a confirm token). The
+engine (``postroom.lists.engine``) is any callable
+``handler(envelope, message, list_address, rcpt) -> Awaitable[None]``: returning means the post is
 taken (SENT); a ``TemporaryFailure`` / ``PermanentFailure`` is DEFERRED / FAILED with its
 code; anything else it raises is DEFERRED. Without an engine every list delivery is
 DEFERRED ``4.3.0 list engine not available``: kept in the queue, never bounced, never dropped.
@@ -18,7 +20,7 @@ from postroom.types import Attempt, Job, deferred, describe, from_error, sent
 
 log = logging.getLogger(__name__)
 
-ListHandler = Callable[[Envelope, bytes, str], Awaitable[None]]
+ListHandler = Callable[[Envelope, bytes, str, str], Awaitable[None]]
 
 
 class ListCourier:
@@ -32,7 +34,7 @@ class ListCourier:
                 attempts.append(deferred(d, "list engine not available"))
                 continue
             try:
-                await self.handler(job.envelope, job.message, d.user)
+                await self.handler(job.envelope, job.message, d.user, d.address)
             except DeliveryError as e:
                 attempts.append(from_error(d, e))
             except Exception as e:  # unexpected: temporary, never a bounce

@@ -9,6 +9,13 @@ layout is the one ``mailbox.Maildir`` reads; it is written here rather than with
 
 The resolver has already decided the user exists; a name that could leave the mail
 directory is FAILED (5.1.3). Disk trouble is DEFERRED (4.3.0; 4.2.2 over quota).
+
+A user's Maildir is made on the first delivery, but the mail directory itself
+(``SITE/mail``, which ``postroom init`` makes) never is: when it is missing (an unmounted
+disk, a wrong symlink, an operator's slip) every delivery is DEFERRED 4.3.0 "mailbox
+directory ... does not exist" and the mail log gets a ``warning:`` line naming it, so the
+mail waits in the queue until the directory is back instead of bouncing or landing on the
+wrong disk.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import socket
 import time
 from pathlib import Path
 
-from postroom import safeio
+from postroom import maillog, safeio
 from postroom.envelope import Delivery
 from postroom.site import Site
 from postroom.types import Attempt, Job, deferred, describe, failed, sent
@@ -55,11 +62,21 @@ def _unique_name(size: int) -> str:
             f",S={size}")
 
 
+def _mkdir(path: Path) -> None:
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+
+
 def store(maildir: Path, data: bytes) -> Path:
-    """Write ``data`` into ``maildir/new`` durably; create the Maildir if needed."""
+    """Write ``data`` into ``maildir/new`` durably; create the Maildir if needed (but never
+    its parent: FileNotFoundError when that is missing)."""
     if not (maildir / "new").is_dir():
+        _mkdir(maildir)
         for sub in _SUBDIRS:
-            os.makedirs(maildir / sub, mode=0o700, exist_ok=True)
+            _mkdir(maildir / sub)
         safeio.fsync_dir(maildir)
         safeio.fsync_dir(maildir.parent)
     name = _unique_name(len(data))
@@ -81,12 +98,15 @@ class LocalCourier:
         user = delivery.user
         if not safe_mailbox_name(user):
             return failed(delivery, f"bad mailbox name {user!r}", code=550, status="5.1.3")
+        if not self.mail_dir.is_dir():
+            return self._no_mail_dir(job, delivery)
         data = trace_headers(job.envelope.sender, f"{user}@{self.domain}") \
             + unix_lines(job.message)
         try:
-            self.mail_dir.mkdir(parents=True, exist_ok=True)
             path = store(self.mail_dir / user, data)
         except OSError as e:
+            if not self.mail_dir.is_dir():  # it went away while we wrote
+                return self._no_mail_dir(job, delivery)
             status = "4.2.2" if e.errno == errno.EDQUOT else "4.3.0"
             log.warning("%s: maildir delivery to %s failed: %s", job.queue_id, user, e)
             return deferred(delivery, f"cannot write to mailbox {user}: {describe(e)}",
@@ -95,6 +115,16 @@ class LocalCourier:
             log.exception("%s: maildir delivery to %s failed", job.queue_id, user)
             return deferred(delivery, f"internal error: {describe(e)}")
         return sent(delivery, f"delivered to maildir {user} ({path.name})")
+
+    def _no_mail_dir(self, job: Job, delivery: Delivery) -> Attempt:
+        """The mail directory is missing: keep the mail, and say so loudly."""
+        text = f"mailbox directory {self.mail_dir} does not exist"
+        log.warning("%s: maildir delivery to %s deferred: %s", job.queue_id, delivery.user,
+                    text)
+        maillog.line(f"warning: {job.queue_id}: maildir delivery to {delivery.user} "
+                     f"deferred: {text} (an unmounted disk? mount it, or create it "
+                     "owned by the server's user; the mail waits in the queue)")
+        return deferred(delivery, text, code=451, status="4.3.0")
 
     async def aclose(self) -> None:
         return None

@@ -13,7 +13,10 @@ Route hosts come in the forms the resolver writes (sendmail's mailertable forms)
 - no MX records: the domain's own A/AAAA records (the implicit MX);
 - null MX (``0 .``, RFC 7505): permanent ``556 5.1.10 Domain does not accept mail``;
 - a domain that does not exist, or has neither MX nor address: permanent ``5.1.2``;
-- a timeout, SERVFAIL or unreachable resolver: temporary ``4.4.3``;
+- a timeout, SERVFAIL or unreachable resolver: temporary ``4.4.3``, each named for what it
+  is (``SERVFAIL from 192.0.2.53``, ``DNS timeout (no answer from 192.0.2.53 within 10s)``,
+  ``cannot reach the DNS server 192.0.2.53: Network is unreachable``), never one for
+  another: the text is what an operator reads in ``postroom queue`` and the mail log;
 - an MX list that names this host: the records at or after our own preference are dropped
   (we are a backup MX), and if none is left the mail would loop: permanent ``5.4.6``.
 
@@ -203,7 +206,7 @@ class MxResolver:
         except dns.resolver.NXDOMAIN:
             raise _no_domain(f"Domain {domain} does not exist (NXDOMAIN)") from None
         except dns.exception.DNSException as e:
-            raise _temporary(f"MX lookup for {domain} failed: {_dns_text(e)}") from None
+            raise _temporary(f"MX lookup for {domain} failed: {self._dns_text(e)}") from None
         records = [(int(r.preference), r.exchange.to_text(omit_final_dot=True).lower())
                    for r in (answer.rrset or [])]
         if not records:  # the implicit MX (RFC 5321 section 5.1)
@@ -266,9 +269,16 @@ class MxResolver:
             except dns.resolver.NXDOMAIN:
                 raise _no_domain(f"Host {name} not found (NXDOMAIN)") from None
             except dns.exception.DNSException as e:
-                raise _temporary(f"{rdtype} lookup for {name} failed: {_dns_text(e)}") from None
+                raise _temporary(f"{rdtype} lookup for {name} failed: "
+                                 f"{self._dns_text(e)}") from None
             out += [r.to_text() for r in (answer.rrset or [])]
         return out
+
+    def _dns_text(self, e: dns.exception.DNSException) -> str:
+        """What went wrong with a lookup, in the words of what happened (see describe_dns)."""
+        servers = [_server_name(str(ns)) for ns in
+                   (self._resolver.nameservers if self._resolver is not None else [])]
+        return describe_dns(e, timeout=self.timeout, servers=servers)
 
     async def _getaddrinfo(self, name: str) -> list[str]:
         loop = asyncio.get_running_loop()
@@ -276,7 +286,8 @@ class MxResolver:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(name, None, type=socket.SOCK_STREAM), self.timeout)
         except TimeoutError:
-            raise _temporary(f"address lookup for {name} timed out") from None
+            raise _temporary(f"address lookup for {name} failed: DNS timeout (no answer from "
+                             f"the system resolver within {self.timeout:g}s)") from None
         except socket.gaierror as e:
             if e.errno in _NO_SUCH_NAME:
                 return []
@@ -307,9 +318,68 @@ def _order(records: list[tuple[int, str]]) -> list[str]:
     return out
 
 
-def _dns_text(e: dns.exception.DNSException) -> str:
+def describe_dns(e: dns.exception.DNSException, *, timeout: float,
+                 servers: Iterable[str] = ()) -> str:
+    """dnspython's failure as what happened, server by server.
+
+    - no answer in time: ``DNS timeout (no answer from 127.0.0.1:5353 within 2s)``;
+    - the servers answered with an error: ``SERVFAIL from 127.0.0.1:5353`` (or REFUSED...);
+    - a query could not be sent or its answer read (the kernel said no: network
+      unreachable, connection refused over TCP): ``cannot reach the DNS server
+      127.0.0.1:5353: Connection refused``;
+    - several servers failing differently: each of the above, joined with ``; ``.
+
+    ``servers`` (the resolver's own list) names the servers when the error does not.
+    Over UDP an address where nothing listens stays silent for a remote server (and the
+    resolver's UDP sockets are not connected, so even locally no ICMP error comes back):
+    that is a timeout, and is called one."""
+    kwargs = e.kwargs if isinstance(e.kwargs, dict) else {}
+    errors: list[tuple[object, ...]] = kwargs.get("errors") or []
     if isinstance(e, dns.exception.Timeout):
-        return "timed out"
+        silent = [_server_name(str(err[0])) for err in errors
+                  if isinstance(err[3], dns.exception.Timeout)] or list(servers)
+        others = [_one_error(err) for err in errors
+                  if not isinstance(err[3], dns.exception.Timeout)]
+        text = f"DNS timeout (no answer from {_names(silent)} within {timeout:g}s)"
+        return "; ".join(dict.fromkeys([*others, text]))
     if isinstance(e, dns.resolver.NoNameservers):
-        return "no name server answered (SERVFAIL or refused)"
+        if not errors:
+            return "no DNS server left to ask"
+        return "; ".join(dict.fromkeys(_one_error(err) for err in errors))
+    if isinstance(e, dns.resolver.NoResolverConfiguration):
+        return f"no DNS resolver configuration: {e}"
     return str(e) or type(e).__name__
+
+
+def _one_error(err: tuple[object, ...]) -> str:
+    """One server's failure from dnspython's ``errors`` list
+    (server, tcp, port, exception or rcode text, response)."""
+    server, tcp, problem = _server_name(str(err[0])), bool(err[1]), err[3]
+    over = " over TCP" if tcp else ""
+    if isinstance(problem, str):  # an rcode: "SERVFAIL", "REFUSED", ...
+        return f"{problem} from {server}{over}"
+    if isinstance(problem, dns.exception.Timeout):
+        return f"no answer from {server}{over}"
+    if isinstance(problem, OSError):
+        reason = problem.strerror or type(problem).__name__
+        return f"cannot reach the DNS server {server}{over}: {reason}"
+    if isinstance(problem, EOFError):
+        return f"{server} closed the connection{over}"
+    return f"bad answer from {server}{over}: {problem or type(problem).__name__}"
+
+
+def _server_name(text: str) -> str:
+    """dnspython's ``Do53:192.0.2.53@53`` -> ``192.0.2.53``; other ports kept
+    (``127.0.0.1:5353``, ``[::1]:5353``)."""
+    text = text.removeprefix("Do53:")
+    address, at, port = text.rpartition("@")
+    if not at or not port.isdigit():
+        return text
+    if port == "53":
+        return address
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _names(servers: list[str]) -> str:
+    unique = list(dict.fromkeys(servers))
+    return ", ".join(unique) if unique else "the DNS servers"

@@ -68,12 +68,12 @@ def submit_local(site_dir: str | None, sender: str, recipients: list[str], data:
         raise ValueError("no recipients given (name them, or use -t to read the headers)")
     taken, refused = [], []
     for address in dict.fromkeys(wanted):
-        routes = rt.resolver.resolve(address).routes
-        bad = [r for r in routes if not r.deliverable]
-        if routes and len(bad) == len(routes):
-            refused.append((address, bad[0].text))
+        resolution = rt.resolver.resolve(address)  # the verdict RCPT and verify give
+        refusal = resolution.refusal
+        if refusal is not None:
+            refused.append((address, refusal.text))
             continue
-        taken.append(accept.make_recipient(address, routes))
+        taken.append(accept.make_recipient(address, resolution.routes))
     if not taken:
         return None, refused
     queue_id = ids.new_id()

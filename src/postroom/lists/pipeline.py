@@ -21,7 +21,7 @@ from postroom.lists import decorate, dmarc, rules
 from postroom.lists.context import Handler, PostContext, Stage, Verdict
 from postroom.lists.model import RuleAction
 
-__all__ = ["POSTING", "Handler", "PostContext", "Stage", "Verdict", "run"]
+__all__ = ["HANDLERS", "POSTING", "Handler", "PostContext", "Stage", "Verdict", "run"]
 
 log = logging.getLogger("postroom.lists")
 
@@ -36,6 +36,9 @@ POSTING: tuple[Stage, ...] = (
     decorate.LIST_HEADERS,         # List-Id, List-*, X-BeenThere, Precedence
     decorate.FOOTER,
 )
+
+# what an approved post goes through: the handlers, not the rules
+HANDLERS: tuple[Stage, ...] = tuple(s for s in POSTING if isinstance(s, Handler))
 
 RULE_HITS = "X-Postroom-Rule-Hits"
 RULE_MISSES = "X-Postroom-Rule-Misses"

@@ -8,11 +8,21 @@ and ``postroom verify`` prints it; no other module decides where mail goes.
 The lookup order for a name in a local domain comes from the profile (``maps.order``,
 default aliases, forwards, lists, local). Hosted domains use the virtusertable only.
 Other domains go by mailertable (exact domain, then ``.parent`` entries), then the smart
-host, then MX (mailer ``esmtp`` with the domain as host).
+host, then MX (mailer ``esmtp`` with the domain as host). An address literal of this host
+(loopback, or a listener's address: ``rt@[127.0.0.1]``) is a name in the first local
+domain; another one goes by the mailertable (exact entry or ``.``), the smart host, or
+straight to that address.
+
+The resolver is also the one judge of an address itself: a relay trick (source route,
+``%``, ``!``, quoted ``@``) is refused with ``553 5.7.1 Relaying denied: ...`` and a
+malformed address with ``553 5.1.3``, before any map is asked (``Resolution.refused``).
+SMTP intake, local submission and ``postroom verify`` all take that verdict
+(``Resolution.refusal``), so they never disagree about an address.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,10 +55,25 @@ class Step:
 class Resolution:
     routes: list[Route]
     steps: list[Step] = field(default_factory=list)
+    local: bool = False  # the address is in a local or hosted domain (or names this host)
+    refused: Route | None = None  # the address itself was refused, before any map
 
     @property
     def deliverable(self) -> bool:
         return bool(self.routes) and all(r.deliverable for r in self.routes)
+
+    @property
+    def refusal(self) -> Route | None:
+        """The verdict: the error route that refuses the address (the address itself, or
+        every route it has failed), or None when mail for it is taken. RCPT answers
+        ``{code} {status} <address>: {text}``; local submission leaves it out."""
+        if self.refused is not None:
+            return self.refused
+        routes = self.routes
+        for r in routes:
+            if r.deliverable:
+                return None
+        return routes[0] if routes else None
 
 
 def error_route(address: str, code: int, status: str, text: str) -> Route:
@@ -56,6 +81,15 @@ def error_route(address: str, code: int, status: str, text: str) -> Route:
 
 
 NO_SUCH_USER = (550, "5.1.1", "No such user")
+RELAY_TRICK = (553, "5.7.1")   # "Relaying denied: source route not accepted", ...
+BAD_SYNTAX = (553, "5.1.3")    # "more than one @ in address", ...
+
+
+def address_refusal(address: str, error: AddressError) -> Route:
+    """The error route for an address ``addresses.parse`` refused."""
+    if isinstance(error, addresses.RelayTrick):
+        return error_route(address, *RELAY_TRICK, f"Relaying denied: {error.reason}")
+    return error_route(address, *BAD_SYNTAX, error.reason)
 
 
 class Resolver:
@@ -80,6 +114,15 @@ class Resolver:
         self._local = _merge(maps.local_users)
         self._virtual_domains = frozenset(k.rpartition("@")[2] for k in self._virtual)
         self._parsed: dict[str, addresses.Address | AddressError] = {}
+        own: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+        for listener in p.listeners:
+            try:
+                ip = ipaddress.ip_address(listener.address)
+            except ValueError:
+                continue
+            if not ip.is_unspecified:
+                own.add(ip)
+        self._own_ips = frozenset(own)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -90,9 +133,15 @@ class Resolver:
         try:
             parsed = addresses.parse(address, default_domain=self.primary)
         except AddressError as e:
-            res.routes.append(error_route(address.strip("<>"), 553, "5.1.3", e.reason))
-            self._note(0, f"{address}: {e}")
+            route = address_refusal(address.strip("<>"), e)
+            res.routes.append(route)
+            res.refused = route
+            self._note(0, f"{address}: refused before routing: {route.code} {route.status} "
+                          f"{route.text}")
             return res
+        domain = parsed.domain
+        res.local = (domain in self.local_domains or domain in self.hosted_domains
+                     or (domain[:1] == "[" and self._own_literal(domain)))
         if self.null_client_hub:
             res.routes.append(Route("relay", self.null_client_hub, str(parsed),
                                     address.strip("<>")))
@@ -100,8 +149,15 @@ class Resolver:
             return res
         seen: set[tuple[str, str, str]] = set()
         self._seen = seen
-        self._address(address.strip().strip("<>"), parsed.local, parsed.domain, 0, ())
+        self._address(address.strip().strip("<>"), parsed, 0, ())
         return res
+
+    def _own_literal(self, domain: str) -> bool:
+        """An address literal of this host: loopback, or a listener's address."""
+        ip = addresses.literal_ip(domain)
+        return ip is not None and (ip.is_loopback or ip in self._own_ips or (
+            isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+            and (ip.ipv4_mapped.is_loopback or ip.ipv4_mapped in self._own_ips)))
 
     # -- expansion --------------------------------------------------------------------------
 
@@ -117,13 +173,20 @@ class Resolver:
         if self._explain:
             self._res.steps.append(Step(depth, text))
 
-    def _address(self, display: str, local: str, domain: str, depth: int,
+    def _address(self, display: str, parsed: addresses.Address, depth: int,
                  path: tuple[str, ...]) -> None:
         if depth > self.max_depth:
             self._note(depth, f"{display}: alias depth over {self.max_depth}")
             self._emit(error_route(display, 554, "5.4.6", "Too many alias hops (loop?)"))
             return
+        domain = parsed.domain
+        if domain[:1] == "[" and self._own_literal(domain):
+            self._note(depth, f"{display}: {domain} is this host: a name in {self.primary}")
+            domain = self.primary
         if domain in self.local_domains or domain in self.hosted_domains:
+            local = parsed.local
+            if local[:1] == '"':
+                local = parsed.bare
             if domain in self._virtual_domains and self._virtusertable(display, local, domain,
                                                                         depth, path):
                 return
@@ -133,7 +196,7 @@ class Resolver:
                 return
             self._local_name(display, local, depth, path, domain)
             return
-        self._remote(display, local, domain, depth)
+        self._remote(display, parsed.local, domain, depth)
 
     def _virtusertable(self, display: str, local: str, domain: str, depth: int,
                        path: tuple[str, ...]) -> bool:
@@ -262,9 +325,10 @@ class Resolver:
                 self._parsed[bare] = parsed
         if isinstance(parsed, AddressError):
             self._note(depth, f"{bare}: {parsed}")
-            self._emit(error_route(bare, 553, "5.1.3", parsed.reason))
+            route = address_refusal(bare, parsed)
+            self._emit(route)
             return
-        self._address(bare, parsed.local, parsed.domain, depth, path)
+        self._address(bare, parsed, depth, path)
 
     def _remote(self, display: str, local: str, domain: str, depth: int) -> None:
         user = f"{local}@{domain}"
@@ -298,6 +362,9 @@ class Resolver:
         hit = table.get(domain)
         if hit is not None:
             return hit, domain
+        if domain[:1] == "[":  # an address literal has no parent domains
+            hit = table.get(".")
+            return (hit, ".") if hit is not None else None
         labels = domain.split(".")
         for i in range(1, len(labels)):
             key = "." + ".".join(labels[i:])

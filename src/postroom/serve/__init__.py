@@ -12,21 +12,43 @@ With one process (``--workers 1``) every service runs in the master's own event 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import pwd
 import signal
 import socket
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
-from postroom import maillog
+from postroom import control, maillog
+from postroom.errors import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_OSERR,
+    EX_UNAVAILABLE,
+    PostroomError,
+)
 from postroom.intake import bind, tls_contexts
 from postroom.runtime import Reloader
 from postroom.serve import reload as reloading
 from postroom.serve.services import ControlService, DeliveryService, IntakeService, Service
-from postroom.site import Listener
+from postroom.site import Listener, Site
+from postroom.site.home import PROFILE_NAME
+from postroom.site.load import resolve_home
 
 Sockets = list[tuple[Listener, socket.socket]]
+ANOTHER_SERVER = "another postroom serve already runs for this site"
+
+
+class CannotStart(PostroomError):
+    """``postroom serve`` cannot start: one line that names what is in the way and the fix
+    (printed as ``postroom: ...`` by the command, which exits with ``exit_code``)."""
+
+    def __init__(self, message: str, exit_code: int = EX_UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def event_loop_run(coro: Coroutine[Any, Any, None]) -> None:
@@ -36,22 +58,41 @@ def event_loop_run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def run(site_dir: str | None, workers: int | None = None) -> None:
+    """Serve until SIGTERM. Whatever stops the start (an unreadable site home, a second
+    server for the site, a port in use, a directory that cannot be written) is one
+    CannotStart line. A second server is refused before it touches anything the running
+    one wrote (serve.pid, listeners.json, the mail log), and a start that fails later
+    leaves neither file behind."""
+    check_home(site_dir)
     reloader = Reloader(site_dir)
     site = reloader.current.site
     p = site.profile
+    refuse_second_server(site)
     tls_contexts(site)  # a needed certificate that is missing stops us here, loudly
-    for d in (site.state_dir, site.queue_dir, site.log_path.parent):
-        d.mkdir(parents=True, exist_ok=True)
-    maillog.open_log(site.log_path, p.site.hostname)
-    sockets = [(lst, bind(lst)) for lst in p.listeners]
-    bound = []
-    for lst, sock in sockets:
-        host, port = sock.getsockname()[:2]
-        bound.append({"name": lst.name, "role": lst.role, "address": host, "port": port})
-        print(f"postroom: listening {lst.name} ({lst.role}) on {host}:{port}", flush=True)
-    (site.state_dir / "listeners.json").write_text(json.dumps(bound, indent=1))
     pidfile = site.state_dir / "serve.pid"
-    pidfile.write_text(f"{os.getpid()}\n")
+    sockets: Sockets = []
+    try:
+        for d in (site.state_dir, site.queue_dir, site.log_path.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        pidfile.write_text(f"{os.getpid()}\n")
+        maillog.open_log(site.log_path, p.site.hostname)
+        sockets = bind_listeners(site)
+        bound = []
+        for lst, sock in sockets:
+            host, port = sock.getsockname()[:2]
+            bound.append({"name": lst.name, "role": lst.role, "address": host, "port": port})
+        (site.state_dir / "listeners.json").write_text(json.dumps(bound, indent=1))
+    except (OSError, CannotStart) as e:
+        for _, sock in sockets:
+            sock.close()
+        _remove_own_pidfile(pidfile)
+        maillog.close_log()
+        if isinstance(e, CannotStart):
+            raise
+        raise CannotStart(_cannot_write(site, e), EX_CANTCREAT) from None
+    for entry in bound:
+        print(f"postroom: listening {entry['name']} ({entry['role']}) on "
+              f"{entry['address']}:{entry['port']}", flush=True)
     # Two per core: an intake process blocks in its fsyncs (see postroom.queue.spool), and
     # the other process on that core uses the time.
     count = workers or p.smtp.workers or 2 * (os.cpu_count() or 1)
@@ -66,10 +107,156 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
             from postroom.serve.master import master
 
             event_loop_run(master(site_dir or str(site.home), sockets, count, reloader))
+    except OSError as e:
+        if ANOTHER_SERVER not in str(e):
+            raise
+        # the control socket was taken between refuse_second_server and now (two serves
+        # started at the same moment): the other one runs the site
+        raise CannotStart(_second_server_text(site)) from None
     finally:
-        pidfile.unlink(missing_ok=True)
+        _remove_own_pidfile(pidfile)
         maillog.event("stopped")
         maillog.close_log()
+
+
+# -- start-up checks: each failure is one line naming the thing and the fix
+
+def check_home(site_dir: str | None) -> None:
+    """The site home is a directory whose profile this user can read (else CannotStart).
+    A home without a profile is left to the loader, which says how to make one."""
+    home = resolve_home(site_dir)
+    try:
+        if home.exists() and not home.is_dir():
+            raise CannotStart(f"site home {home} is not a directory (fix: --site or "
+                              "POSTROOM_SITE must name the directory 'postroom init DIR' "
+                              "made)", EX_CONFIG)
+        profile = home / PROFILE_NAME
+        with open(profile, "rb"):
+            pass
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        return  # the loader names it
+    except PermissionError as e:
+        where = Path(e.filename) if e.filename and _can_list(home) else home
+        raise CannotStart(_no_permission(where, home), EX_CONFIG) from None
+
+
+def _can_list(directory: Path) -> bool:
+    try:
+        os.listdir(directory)
+    except OSError:
+        return False
+    return True
+
+
+def _no_permission(where: Path, home: Path) -> str:
+    me = _user_name(os.geteuid())
+    owner = _owner(home)
+    if owner is not None and owner != me:
+        fix = (f"run 'postroom serve' as {owner}, who owns {home}, or let {me} read it: "
+               f"chown -R {me} {home}")
+    elif where == home:
+        fix = f"let {me} into the site home: chmod u+rwx {home}"
+    else:
+        fix = f"let {me} read and write it: chmod u+rw {where}"
+    return f"cannot read {where}: permission denied (fix: {fix})"
+
+
+def _cannot_write(site: Site, e: OSError) -> str:
+    path = e.filename or site.home
+    reason = (e.strerror or str(e)).lower()
+    return (f"cannot write {path}: {reason} (fix: the site home {site.home} and everything "
+            f"in it must be writable by {_user_name(os.geteuid())}, the user postroom serve "
+            "runs as)")
+
+
+def _owner(path: Path) -> str | None:
+    try:
+        return _user_name(os.stat(path).st_uid)
+    except OSError:
+        return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def refuse_second_server(site: Site) -> None:
+    """CannotStart if a server already holds this site's control channel. Checked by
+    binding its address (abstract: it is free again when this probe closes), so it also
+    catches a server that is still starting."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.bind(control.address(site.state_dir))
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise CannotStart(f"cannot open the control channel of {site.home}: "
+                              f"{e.strerror}", EX_OSERR) from None
+        raise CannotStart(_second_server_text(site)) from None
+    finally:
+        probe.close()
+
+
+def _second_server_text(site: Site) -> str:
+    pid = _running_pid(site)
+    if pid is None:
+        return (f"{ANOTHER_SERVER} ({site.home}) (fix: stop it first, e.g. 'postroom "
+                "status' to find it; or serve another site home with --site)")
+    return (f"{ANOTHER_SERVER} ({site.home}, pid {pid}) (fix: stop it first with "
+            f"'kill -TERM {pid}', or serve another site home with --site)")
+
+
+def _running_pid(site: Site) -> int | None:
+    try:
+        pid = int((site.state_dir / "serve.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() else None
+
+
+def bind_listeners(site: Site) -> Sockets:
+    """Every listener's socket, bound; CannotStart naming the listener that cannot be
+    (the ones bound before it are closed again)."""
+    sockets: Sockets = []
+    for lst in site.profile.listeners:
+        try:
+            sockets.append((lst, bind(lst)))
+        except OSError as e:
+            for _, sock in sockets:
+                sock.close()
+            raise CannotStart(*_bind_error(site, lst, e)) from None
+    return sockets
+
+
+def _bind_error(site: Site, lst: Listener, e: OSError) -> tuple[str, int]:
+    where = f"[{lst.address}]:{lst.port}" if ":" in lst.address else f"{lst.address}:{lst.port}"
+    head = f"listener {lst.name}: cannot listen on {where}"
+    profile = site.profile_path
+    if e.errno == errno.EADDRINUSE:
+        return (f"{head}: address already in use (another mail server? change "
+                f"[[listeners]] port in {profile})", EX_UNAVAILABLE)
+    if e.errno == errno.EACCES:
+        return (f"{head}: permission denied (ports below 1024 need root or "
+                f"CAP_NET_BIND_SERVICE; or change [[listeners]] port in {profile})", EX_OSERR)
+    if e.errno == errno.EADDRNOTAVAIL:
+        return (f"{head}: no such address on this machine (change [[listeners]] address "
+                f"in {profile})", EX_CONFIG)
+    reason = (e.strerror or str(e)).lower()
+    return f"{head}: {reason} (check [[listeners]] in {profile})", EX_OSERR
+
+
+def _remove_own_pidfile(pidfile: Path) -> None:
+    """Remove serve.pid if it is still this process's (never another server's)."""
+    try:
+        if pidfile.read_text().strip() == str(os.getpid()):
+            pidfile.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 async def run_services(services: list[Service], stopping: asyncio.Event) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from postroom import control
 from postroom.delivery import aclose_all, couriers_for
@@ -22,7 +23,12 @@ from postroom.queue.spool import Spool
 from postroom.runner import QueueRunner
 from postroom.runtime import Reloader, Runtime, changed_keys
 from postroom.site import Listener
-from postroom.types import Courier
+from postroom.types import Courier, Render
+
+if TYPE_CHECKING:
+    from postroom.envelope import Envelope
+    from postroom.lists.engine import ListEngine
+    from postroom.lists.fanout import Renderer
 
 # keys whose change means new couriers (connections, resolvers, relay settings)
 _COURIER_SECTIONS = ("delivery.", "dns.", "site.hostname", "routing.")
@@ -39,6 +45,42 @@ class Service(Protocol):
         """Apply a new runtime (already in force in the reloader) to what is running."""
 
 
+LIST_POST = "list-post"  # postroom.lists.fanout.KIND, without importing the engine
+
+
+class LazyLists:
+    """The list engine behind the list courier and the renderer of list posts, imported
+    on the first list message: most processes of a server never see one, and the engine's
+    imports (the store, the email and DNS code) would slow every intake process's start,
+    which is what a restart after a crash waits for."""
+
+    def __init__(self, reloader: Reloader) -> None:
+        self.reloader = reloader
+        self.inject: Callable[[Envelope, bytes], Awaitable[str]] | None = None
+        self._engine: ListEngine | None = None
+        self._renderer: Renderer | None = None
+
+    def engine(self) -> ListEngine:
+        if self._engine is None:
+            from postroom.lists.engine import ListEngine
+
+            assert self.inject is not None
+            self._engine = ListEngine(lambda: self.reloader.current, self.inject)
+        return self._engine
+
+    async def handle(self, envelope: Envelope, message: bytes, list_address: str,
+                     rcpt: str) -> None:
+        await self.engine().handle(envelope, message, list_address, rcpt)
+
+    def render(self, envelope: Envelope, message: bytes) -> Render:
+        if self._renderer is None:
+            from postroom.lists.fanout import KIND, Renderer
+
+            assert KIND == LIST_POST
+            self._renderer = Renderer(lambda: self.reloader.current.site)
+        return self._renderer(envelope, message)
+
+
 class DeliveryService:
     name = "delivery"
 
@@ -47,7 +89,11 @@ class DeliveryService:
         self.spool = Spool(site.queue_dir)
         if scan:
             self.spool.recover()
-        self.runner = QueueRunner(reloader, self.spool, couriers_for(site), scan=scan)
+        self.lists = LazyLists(reloader)
+        self.runner = QueueRunner(reloader, self.spool, {}, scan=scan,
+                                  renderers={LIST_POST: self.lists.render})
+        self.lists.inject = self.runner.inject
+        self.runner.couriers = couriers_for(site, list_handler=self.lists.handle)
         self.task: asyncio.Task[None] | None = None
         self._retired: list[asyncio.Task[None]] = []
 
@@ -65,7 +111,8 @@ class DeliveryService:
     def reload(self, old: Runtime, new: Runtime) -> None:
         self.runner.reload()
         if any(k.startswith(_COURIER_SECTIONS) for k in changed_keys(old.site, new.site)):
-            retired, self.runner.couriers = self.runner.couriers, couriers_for(new.site)
+            retired, self.runner.couriers = self.runner.couriers, couriers_for(
+                new.site, list_handler=self.lists.handle)
             self._retired.append(asyncio.ensure_future(self._close_later(retired)))
 
     async def _close_later(self, couriers: dict[str, Courier]) -> None:

@@ -109,9 +109,27 @@ class Listener(_Section):
     port: int = Field(ge=0, le=65535)
 
 
+# AEAD suites with forward secrecy only (no CBC: LUCKY13), for TLS 1.2; TLS 1.3 has no others
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!MD5:!DSS"
+
+
 class TlsSection(_Section):
     cert: str = "tls/cert.pem"
     key: str = "tls/key.pem"
+    ciphers: str = Field(DEFAULT_CIPHERS, description="OpenSSL cipher string for TLS 1.2 "
+                         "(TLS 1.3 suites are all AEAD and not affected)")
+
+    @field_validator("ciphers")
+    @classmethod
+    def _ciphers(cls, v: str) -> str:
+        import ssl  # only when the key is set: most commands never touch TLS
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(v)
+        except ssl.SSLError:
+            raise ValueError(f"OpenSSL can select no cipher from {v!r}; write an OpenSSL "
+                             f"cipher string, e.g. the default {DEFAULT_CIPHERS!r}") from None
+        return v
 
 
 class DatabaseSection(_Section):

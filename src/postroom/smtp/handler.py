@@ -1,8 +1,10 @@
 """The aiosmtpd handler: each hook asks policy and routing, and DATA ends in the spool.
 
     connect  -> policy.connect_reply (quiescent 421, 554 for strangers on mx)
-    MAIL     -> submission: sender must belong to the login
-    RCPT     -> relay tricks refused, recipient limit, resolver, policy.rcpt_reply
+    MAIL     -> a source route dropped (RFC 5321 4.1.1.3); submission: sender must
+                belong to the login
+    RCPT     -> recipient limit, the resolver's verdict (relay tricks and bad syntax
+                refused for every client), relaying, policy.rcpt_reply
     DATA     -> bare LF / header size checks, Received (+ Message-ID, Date for
                 submissions), the queue (file and directory fsynced), then 250
 
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import AuthResult, LoginPassword, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from postroom import maillog
+from postroom import addresses, maillog
 from postroom.errors import QueueError
 from postroom.queue import accept, ids
 from postroom.smtp import policy
@@ -129,6 +131,7 @@ class Handler:
                           address: str, options: list[str]) -> str:
         if self.site.quiescent:
             return policy.quiescent_reply(server.hostname)
+        address = addresses.strip_route(address)
         if self.role != "mx" and session.authenticated:
             login = login_of(session)
             if self.site.profile.smtp.sender_must_match_login:
@@ -146,26 +149,20 @@ class Handler:
 
     async def handle_RCPT(self, server: PostroomSMTP, session: Session, envelope: SmtpEnvelope,
                           address: str, options: list[str]) -> str:
-        relay = self._relay(server)
-        trick = policy.trick_reply(address)
-        if trick:
-            maillog.rejected("RCPT", relay, trick, sender=envelope.mail_from, rcpt=address)
-            return trick
         if len(envelope.rcpt_tos) >= self.site.profile.limits.recipients:
             return "452 4.5.3 Error: too many recipients"
-        resolver = self.reloader.current.resolver
-        domain = address.rpartition("@")[2].lower() if "@" in address else resolver.primary
-        local = domain in resolver.local_domains or domain in resolver.hosted_domains
+        # one judge of the address, as for verify and local submission: the resolver
+        resolution = self.reloader.current.resolver.resolve(address)
         _, cls = self.client_of(server)
-        routes = resolver.resolve(address).routes
-        reply = policy.rcpt_reply(address, routes, local=local, client=cls,
+        reply = policy.rcpt_reply(address, resolution, client=cls,
                                   authenticated=bool(session.authenticated))
         if reply:
-            maillog.rejected("RCPT", relay, reply, sender=envelope.mail_from, rcpt=address)
+            maillog.rejected("RCPT", self._relay(server), reply, sender=envelope.mail_from,
+                             rcpt=address)
             return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
-        envelope.routes.append(routes)  # type: ignore[attr-defined]
+        envelope.routes.append(resolution.routes)  # type: ignore[attr-defined]
         envelope.rcpt_dsn.append(dict(server.rcpt_dsn))  # type: ignore[attr-defined]
         return "250 2.1.5 Recipient OK"
 

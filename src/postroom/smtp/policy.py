@@ -7,6 +7,11 @@
     submissions   envelope sender must be one of the user's addresses unless the profile
                   allows any.
 
+Whether an address is acceptable at all is the resolver's verdict, the same for every
+client (internal networks included) and the same that ``postroom verify`` and local
+submission get: a relay trick is ``553 5.7.1 Relaying denied: ...``, a malformed address
+``553 5.1.3``. Only then does the client matter.
+
 Every reply carries an enhanced status code (RFC 3463).
 """
 
@@ -15,9 +20,12 @@ from __future__ import annotations
 import ipaddress
 from enum import Enum
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from postroom import addresses
 from postroom.types import Route
+
+if TYPE_CHECKING:
+    from postroom.routing.resolve import Resolution
 
 
 def quiescent_reply(hostname: str) -> str:
@@ -66,26 +74,23 @@ def connect_reply(role: str, client: ClientClass, quiescent: bool, hostname: str
     return None
 
 
-def rcpt_reply(address: str, routes: list[Route], *, local: bool, client: ClientClass,
+def rcpt_reply(address: str, resolution: Resolution, *, client: ClientClass,
                authenticated: bool) -> str | None:
-    """Refusal for one RCPT, or None to accept. ``local``: our own or a hosted domain."""
-    if not local and not (authenticated or client is ClientClass.RELAY):
+    """Refusal for one RCPT, or None to accept. The address itself first (relay tricks,
+    syntax: the same answer for every client), then relaying, then its routes."""
+    if resolution.refused is not None:
+        return refusal_reply(address, resolution.refused)
+    if not resolution.local and not (authenticated or client is ClientClass.RELAY):
         return f"550 5.7.1 <{address}>: Relaying denied"
-    failed = [r for r in routes if not r.deliverable]
-    if routes and len(failed) == len(routes):
-        r = failed[0]
-        if r.status == "5.1.1":
-            return f"550 5.1.1 <{address}>: No such user"
-        return f"{r.code} {r.status} <{address}>: {r.text}"
-    return None
+    refusal = resolution.refusal
+    return refusal_reply(address, refusal) if refusal is not None else None
 
 
-def trick_reply(address: str) -> str | None:
-    """Relay tricks are refused before any routing."""
-    trick = addresses.relay_trick(address)
-    if trick:
-        return f"550 5.7.1 <{address}>: Relaying denied ({trick})"
-    return None
+def refusal_reply(address: str, route: Route) -> str:
+    """The SMTP reply for an error route."""
+    if route.status == "5.1.1":
+        return f"550 5.1.1 <{address}>: No such user"
+    return f"{route.code} {route.status} <{address}>: {route.text}"
 
 
 def sender_reply(sender: str, login: str, allowed: list[str], *, must_match: bool) -> str | None:

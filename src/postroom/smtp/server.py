@@ -168,7 +168,13 @@ class PostroomSMTP(AdaptedSMTP):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         m = _SIMPLE_PATH.match(arg)
         if m is None or ".." in m.group(1):
-            return super()._getaddr(arg)  # quoting, comments, literals, UTF-8, null path
+            address, rest = super()._getaddr(arg)  # quoting, comments, literals, UTF-8, null
+            path = arg.lstrip()
+            if address and rest is not None and path.startswith("<@"):
+                # the email package drops a source route (<@a,@b:user@c>) without a word:
+                # keep it, so the handler refuses it at RCPT (and drops it from MAIL)
+                address = path[: len(path) - len(rest)].strip()[1:-1] or address
+            return address, rest
         address = m.group(1)
         if self.local_part_limit and address.rfind("@") > self.local_part_limit:
             return None, None

@@ -6,6 +6,12 @@ can be called from any thread; ``check_password`` is meant for an asyncio server
 the worker thread, the engine and the PasswordHasher are thread-safe and shared.
 
 Logins are compared exactly. Addresses are kept in lower case and belong to one user.
+
+A disabled user keeps its password and addresses but cannot log in (``verify_login`` says
+``DISABLED`` when the password was right, so the log can say why), and may send from none
+of its addresses (``addresses_of`` is empty), so a session that logged in before the user
+was disabled cannot start another message either. The password policy of the commands is
+``postroom.store.passwords``.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -35,14 +42,21 @@ if TYPE_CHECKING:
     from postroom.site import Site
 
 __all__ = [
+    "LoginCheck",
     "UserInfo",
+    "add_addresses",
     "add_user",
     "addresses_of",
     "check_password",
     "delete_user",
+    "get_user",
     "list_users",
     "normalise_address",
+    "remove_addresses",
+    "set_disabled",
     "set_password",
+    "validate_login",
+    "verify_login",
 ]
 
 _hasher = PasswordHasher()  # argon2id with the library's current defaults; thread-safe
@@ -58,6 +72,14 @@ class UserInfo:
     disabled: bool
 
 
+class LoginCheck(StrEnum):
+    """What ``verify_login`` found (for the log; a client is told only "failed")."""
+
+    OK = "ok"
+    FAILED = "failed"      # no such login, or the wrong password
+    DISABLED = "disabled"  # the right password of a disabled user
+
+
 # -- checks -----------------------------------------------------------------------------------
 
 def _check_login(login: str) -> str:
@@ -66,6 +88,11 @@ def _check_login(login: str) -> str:
     if any(ch.isspace() or not ch.isprintable() for ch in login):
         raise StoreValueError(f"login {login!r} has spaces or control characters")
     return login
+
+
+def validate_login(login: str) -> str:
+    """``login`` if it can be a login name, else StoreValueError (what add_user checks)."""
+    return _check_login(login)
 
 
 def _check_password(password: str) -> str:
@@ -147,52 +174,125 @@ def delete_user(site: Site | str | URL, login: str) -> None:
         s.delete(_user(s, login))
 
 
+def set_disabled(site: Site | str | URL, login: str, disabled: bool) -> bool:
+    """Disable or enable a user; True if that changed it (False: it already was).
+    UnknownUser if there is no such login."""
+    with session(site) as s:
+        user = _user(s, login)
+        if user.disabled == disabled:
+            return False
+        user.disabled = disabled
+        return True
+
+
+def get_user(site: Site | str | URL, login: str) -> UserInfo:
+    """One user, with all its sender addresses (also while disabled); UnknownUser if there
+    is no such login."""
+    with session(site) as s:
+        user = s.scalars(select(User).options(selectinload(User.addresses))
+                         .where(User.login == login)).one_or_none()
+        if user is None:
+            raise UnknownUser(login)
+        return _info(user)
+
+
+def add_addresses(site: Site | str | URL, login: str, addresses: Iterable[str]) -> UserInfo:
+    """Give ``login`` more sender addresses (those it has already are no change).
+    StoreValueError for a bad address or one that belongs to another user."""
+    wanted = sorted({normalise_address(a) for a in addresses})
+    new: list[str] = []
+    try:
+        with session(site) as s:
+            user = _user(s, login)
+            have = {a.address for a in user.addresses}
+            new = [a for a in wanted if a not in have]
+            _taken(s, new)
+            user.addresses.extend(UserAddress(address=a) for a in new)
+    except IntegrityError as e:  # a concurrent add took one of them
+        with session(site) as s:
+            _taken(s, new)
+        raise StoreValueError("a sender address was taken meanwhile; try again") from e
+    return get_user(site, login)
+
+
+def remove_addresses(site: Site | str | URL, login: str,
+                     addresses: Iterable[str]) -> UserInfo:
+    """Take sender addresses from ``login``; StoreValueError (and no change) if one of
+    them is not its."""
+    wanted = sorted({normalise_address(a) for a in addresses})
+    with session(site) as s:
+        user = _user(s, login)
+        have = {a.address for a in user.addresses}
+        missing = [a for a in wanted if a not in have]
+        if missing:
+            raise StoreValueError(f"user {login!r} has no sender address {missing[0]} "
+                                  f"(fix: 'postroom users addresses {login}' lists them)")
+        s.execute(delete(UserAddress).where(UserAddress.user_id == user.id,
+                                            UserAddress.address.in_(wanted)))
+    return get_user(site, login)
+
+
+def _info(user: User) -> UserInfo:
+    return UserInfo(user.login, tuple(a.address for a in user.addresses), user.created,
+                    user.disabled)
+
+
 def list_users(site: Site | str | URL) -> list[UserInfo]:
     """Every user, by login."""
     with session(site) as s:
         users = s.scalars(select(User).options(selectinload(User.addresses))
                           .order_by(User.login)).all()
-        return [UserInfo(u.login, tuple(a.address for a in u.addresses), u.created,
-                         u.disabled) for u in users]
+        return [_info(u) for u in users]
 
 
 def addresses_of(site: Site | str | URL, login: str) -> list[str]:
-    """The sender addresses ``login`` may use, sorted; UnknownUser if there is no such login."""
+    """The sender addresses ``login`` may use now, sorted: none while it is disabled.
+    UnknownUser if there is no such login."""
     with session(site) as s:
-        user_id = s.scalar(select(User.id).where(User.login == login))
-        if user_id is None:
+        row = s.execute(select(User.id, User.disabled).where(User.login == login)).one_or_none()
+        if row is None:
             raise UnknownUser(login)
+        if row.disabled:
+            return []
         return list(s.scalars(select(UserAddress.address)
-                              .where(UserAddress.user_id == user_id)
+                              .where(UserAddress.user_id == row.id)
                               .order_by(UserAddress.address)))
 
 
 def check_password(site: Site | str | URL, login: str, password: str) -> bool:
-    """True when ``login`` exists, is not disabled and ``password`` is its password.
+    """True when ``login`` exists, is not disabled and ``password`` is its password
+    (``verify_login`` also says why not)."""
+    return verify_login(site, login, password) is LoginCheck.OK
 
-    An unknown login costs the same hashing time as a known one. A hash made with older
-    parameters is replaced by a fresh one. Raises StoreError only when the database cannot
-    be used (an SMTP server answers that with a temporary failure).
+
+def verify_login(site: Site | str | URL, login: str, password: str) -> LoginCheck:
+    """OK when ``login`` exists, is not disabled and ``password`` is its password; DISABLED
+    for the right password of a disabled user; FAILED otherwise.
+
+    An unknown login costs the same hashing time as a known one, and a disabled one the
+    same as an enabled one. A hash made with older parameters is replaced by a fresh one.
+    Raises StoreError only when the database cannot be used (an SMTP server answers that
+    with a temporary failure).
     """
     with session(site) as s:
         row = s.execute(select(User.id, User.password_hash, User.disabled)
                         .where(User.login == login)).one_or_none()
     if row is None:
         _waste_time(password)
-        return False
+        return LoginCheck.FAILED
     user_id, stored, disabled = row
     try:
         _hasher.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+        return LoginCheck.FAILED
     if disabled:
-        return False
+        return LoginCheck.DISABLED
     if _hasher.check_needs_rehash(stored):
         fresh = _hasher.hash(password)
         with session(site) as s:  # only if nobody changed the password meanwhile
             s.execute(update(User).where(User.id == user_id, User.password_hash == stored)
                       .values(password_hash=fresh))
-    return True
+    return LoginCheck.OK
 
 
 def _waste_time(password: str) -> None:

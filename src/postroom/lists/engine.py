@@ -1,0 +1,186 @@
+"""The list engine behind the ``list`` courier: what happens to mail for a list address.
+
+    LIST@               a post: pipeline.POSTING, then fan-out and archive, or held
+    LIST-owner@         a copy to every owner
+    LIST-bounces[+VERP] a bounce: the member it names gets a bounce score
+    LIST-request@, -join@, -leave@, -confirm+TOKEN@   subscriptions (``subscribe``)
+
+Every message the engine sends (fan-out, notices to moderators and senders) enters the
+queue through ``inject``; the engine itself never speaks SMTP. Store and DNS work runs in
+a thread, so the event loop keeps taking mail meanwhile. A post is taken (the courier's
+SENT) only once its fan-out is durable in the queue, or it is held or refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from postroom import maillog
+from postroom.envelope import Envelope
+from postroom.errors import PermanentFailure
+from postroom.lists import archive, bounces, fanout, held, store, subscribe
+from postroom.lists.context import PostContext, TxtLookup
+from postroom.lists.dmarc import DnsTxt
+from postroom.lists.model import ListSettings, RuleAction
+from postroom.lists.notices import notice
+from postroom.lists.pipeline import HANDLERS, POSTING, run
+from postroom.runtime import Runtime
+
+Inject = Callable[[Envelope, bytes], Awaitable[str]]
+
+
+class ListEngine:
+    def __init__(self, runtime: Callable[[], Runtime], inject: Inject, *,
+                 dns: TxtLookup | None = None, web_base: str = "") -> None:
+        self.runtime = runtime
+        self.inject = inject
+        self.web_base = web_base
+        self._dns = dns
+
+    @property
+    def dns(self) -> TxtLookup:
+        if self._dns is None:
+            d = self.runtime().site.profile.dns
+            self._dns = DnsTxt(d.nameservers, timeout=d.timeout)
+        return self._dns
+
+    async def handle(self, envelope: Envelope, message: bytes, list_address: str,
+                     rcpt: str = "") -> None:
+        """The ``list`` courier's handler; raises a DeliveryError for a refusal."""
+        site = self.runtime().site
+        target = await asyncio.to_thread(store.target_for, site, _with_detail(list_address,
+                                                                                 rcpt))
+        if target is None:
+            raise PermanentFailure(550, "5.1.1", f"<{list_address}>: no such list")
+        if target.service == "":
+            await self.post(target, envelope.sender, message, list_address)
+        elif target.service == "owner":
+            await self._to_owners(target.settings, envelope.sender, message)
+        elif target.service == "bounces":
+            await asyncio.to_thread(bounces.register, site, target, envelope, message)
+        else:
+            for env, body in await asyncio.to_thread(
+                    subscribe.handle, site, target, envelope.sender, message):
+                await self.inject(env, body)
+
+    # -- posts ------------------------------------------------------------------------------
+
+    def _context(self, target: store.ListTarget, sender: str, raw: bytes,
+                 rcpt: str) -> PostContext:
+        site = self.runtime().site
+        settings = target.settings
+        roles = store.roles(site, settings.address)
+        moderators = set(roles.moderators) | set(roles.owners) if roles else set()
+        return PostContext.from_bytes(
+            settings, raw, sender=sender, recipient=rcpt,
+            lookup_member=lambda a: store.member(site, settings.address, a),
+            is_moderator=lambda a: a.lower() in moderators,
+            now=datetime.now(UTC), hostname=site.profile.site.hostname, dns=self.dns,
+            secret=target.secret.encode(), web_base=self.web_base)
+
+    async def post(self, target: store.ListTarget, sender: str, raw: bytes,
+                   rcpt: str) -> None:
+        ctx = await asyncio.to_thread(self._context, target, sender, raw, rcpt)
+        decision = await asyncio.to_thread(run, ctx, POSTING)
+        s = target.settings
+        if decision is RuleAction.ACCEPT:
+            await self.send(ctx)
+        elif decision is RuleAction.HOLD:
+            site = self.runtime().site
+            held_id = await asyncio.to_thread(
+                held.hold, site, s, raw, sender=sender, subject=str(ctx.message["Subject"] or ""),
+                message_id=str(ctx.message["Message-ID"] or ""), reason=ctx.reason,
+                rule=ctx.decided_by)
+            maillog.line(f"list {s.address}: post from <{sender}> held ({held_id}): "
+                         f"{ctx.decided_by}: {ctx.reason}")
+            await self._tell_moderators(s, held_id, sender, ctx)
+        elif decision is RuleAction.REJECT:
+            maillog.line(f"list {s.address}: post from <{sender}> rejected: {ctx.reason}")
+            if sender:
+                await self._inject(notice(s, self.runtime(), to=sender,
+                                          subject=f"Your post to {s.address} was rejected",
+                                          text=f"Your message to {s.address} was not sent "
+                                               f"to the list: {ctx.reason}.\n"))
+        else:
+            maillog.line(f"list {s.address}: post from <{sender}> discarded: {ctx.reason}")
+
+    async def send(self, ctx: PostContext) -> str:
+        """An accepted (or approved) post: archive it, then queue it once for every member."""
+        assert ctx.outgoing is not None
+        rt = self.runtime()
+        s = ctx.settings
+        await asyncio.to_thread(archive.archive, rt.site, s, ctx.message, ctx.outgoing,
+                                ctx.sender)
+        members = [m for page in await asyncio.to_thread(
+            lambda: list(store.members_for_delivery(rt.site, s.address))) for m in page]
+        env = fanout.post_envelope(s, members, rt.resolver, rt.site.profile.site.hostname)
+        if not env.recipients:
+            maillog.line(f"list {s.address}: post from <{ctx.sender}> has no member to go to")
+            return ""
+        qid = await self.inject(env, ctx.outgoing)
+        maillog.line(f"list {s.address}: post from <{ctx.sender}> queued as {qid} for "
+                     f"{len(env.recipients)} members")
+        return qid
+
+    async def approve(self, held_id: int) -> str:
+        """A moderator approved a held post: the handlers (not the rules) and fan-out."""
+        rt = self.runtime()
+        h, raw = await asyncio.to_thread(held.get, rt.site, held_id)
+        target = await asyncio.to_thread(store.target_for, rt.site, h.list_address)
+        if target is None:
+            raise PermanentFailure(550, "5.1.1", f"<{h.list_address}>: no such list")
+        ctx = await asyncio.to_thread(self._context, target, h.sender, raw, h.list_address)
+        await asyncio.to_thread(run, ctx, HANDLERS)
+        qid = await self.send(ctx)
+        await asyncio.to_thread(held.forget, rt.site, h)
+        return qid
+
+    # -- notices ----------------------------------------------------------------------------
+
+    async def _inject(self, made: tuple[Envelope, bytes] | None) -> None:
+        if made is not None:
+            await self.inject(*made)
+
+    async def _tell_moderators(self, s: ListSettings, held_id: int, sender: str,
+                               ctx: PostContext) -> None:
+        rt = self.runtime()
+        roles = await asyncio.to_thread(store.roles, rt.site, s.address)
+        to = sorted(set(roles.moderators) | set(roles.owners)) if roles else []
+        subject = str(ctx.message["Subject"] or "")
+        text = (f"A post to {s.address} is held for approval.\n\n"
+                f"  From:    {sender}\n  Subject: {subject}\n  Reason:  {ctx.reason}\n\n"
+                f"Decide with:  postroom held approve|reject|discard {held_id}\n")
+        for addr in to:
+            await self._inject(notice(s, rt, to=addr, text=text,
+                                      subject=f"{s.address}: post held for approval "
+                                              f"({held_id})"))
+
+    async def _to_owners(self, s: ListSettings, sender: str, message: bytes) -> None:
+        rt = self.runtime()
+        roles = await asyncio.to_thread(store.roles, rt.site, s.address)
+        owners = list(roles.owners) if roles else []
+        if not owners:
+            raise PermanentFailure(550, "5.1.1", f"<{s.service('owner')}>: the list has no "
+                                                 "owner")
+        from postroom.queue import accept
+
+        recipients = [accept.make_recipient(o, rt.resolver.resolve(o).routes)
+                      for o in owners]
+        env = accept.new_envelope(s.service("bounces"), [r for r in recipients
+                                                         if r.deliveries],
+                                  protocol="local", client_addr="",
+                                  helo=rt.site.profile.site.hostname)
+        if env.recipients:
+            await self.inject(env, message)
+
+
+
+def _with_detail(list_address: str, rcpt: str) -> str:
+    """The canonical list address with the ``+detail`` the recipient came with."""
+    local = rcpt.rpartition("@")[0]
+    if "+" not in local:
+        return list_address
+    name, _, domain = list_address.rpartition("@")
+    return f"{name.partition('+')[0]}+{local.partition('+')[2]}@{domain}"
