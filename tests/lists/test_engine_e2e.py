@@ -73,8 +73,8 @@ def parsed(m: Received) -> email.message.EmailMessage:
     return msg
 
 
-def post(sender: str, subject: str) -> bytes:
-    return (f"From: {sender}\r\nTo: {LIST}\r\nSubject: {subject}\r\n"
+def post(sender: str, subject: str, to: str = LIST) -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
             f"Message-ID: <{subject.replace(' ', '.')}@example.net>\r\n\r\n"
             f"Hello physics.\r\n").encode()
 
@@ -171,3 +171,29 @@ async def test_dmarc_reject_author_domain_gets_the_from_rewritten(
     msg = parsed(sink.messages[0])
     assert msg["From"].addresses[0].addr_spec == LIST
     assert "cy@example.com" in str(msg["Reply-To"]) + str(msg["Cc"])
+
+
+async def test_mailman_pipe_alias_and_the_examples_list_alias(served: tuple[Path, Server],
+                                                              sink: Sink) -> None:
+    """A sendmail site's ``"|/var/mailman/mail/mailman post sys-announce"`` alias goes to the
+    engine (``verify`` still prints the pipe); ``postie`` reaches services-unit."""
+    site, server = served
+    out = run("verify", "sys-announce", site=site).stdout
+    assert '"|/var/mailman/mail/mailman post sys-announce"... deliverable: mailer prog' in out
+    ok("lists", "create", "sys-announce@inf.example.ac.uk", site=site)
+    ok("lists", "set", "sys-announce@inf.example.ac.uk", "posting_policy=open", site=site)
+    ok("members", "add", "sys-announce@inf.example.ac.uk", "ann@example.net", site=site)
+    ok("members", "add", "services-unit@lists.inf.example.ac.uk", "bob@example.org",
+       site=site)
+    ok("lists", "set", "services-unit@lists.inf.example.ac.uk", "posting_policy=open",
+       "acceptable_aliases=postie@inf.example.ac.uk", site=site)
+    await asyncio.to_thread(send, server, "it@example.net", "sys-announce@inf.example.ac.uk",
+                            post("it@example.net", "maintenance tonight",
+                                 "sys-announce@inf.example.ac.uk"))
+    await asyncio.to_thread(send, server, "it@example.net", "postie@inf.example.ac.uk",
+                            post("it@example.net", "for postie", "postie@inf.example.ac.uk"))
+    await wait_for(lambda: len(sink.messages) == 2)
+    got = {m.rcpt_tos[0]: parsed(m) for m in sink.messages}
+    assert got["ann@example.net"]["List-Id"].endswith("<sys-announce.inf.example.ac.uk>")
+    assert got["bob@example.org"]["List-Id"].endswith(
+        "<services-unit.lists.inf.example.ac.uk>")

@@ -42,7 +42,7 @@ def couriers_for(site: Site, *, list_handler: ListHandler | None = None) -> dict
         "esmtp": EsmtpCourier(site, resolver),
         "relay": RelayCourier(site, resolver),
         "local": LocalCourier(site),
-        "prog": ProgCourier(site),
+        "prog": ProgCourier(site, list_handler),
         "file": FileCourier(site),
         "list": ListCourier(list_handler),
     }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from postroom.envelope import Envelope
+from postroom.envelope import Delivery, Envelope
 from postroom.errors import DeliveryError
 from postroom.types import Attempt, Job, deferred, describe, from_error, sent
 
@@ -28,21 +28,21 @@ class ListCourier:
         self.handler = handler
 
     async def deliver(self, job: Job) -> list[Attempt]:
-        attempts = []
-        for d in job.deliveries:
-            if self.handler is None:
-                attempts.append(deferred(d, "list engine not available"))
-                continue
-            try:
-                await self.handler(job.envelope, job.message, d.user, d.address)
-            except DeliveryError as e:
-                attempts.append(from_error(d, e))
-            except Exception as e:  # unexpected: temporary, never a bounce
-                log.exception("%s: list engine failed for %s", job.queue_id, d.user)
-                attempts.append(deferred(d, f"list engine error: {describe(e)}"))
-            else:
-                attempts.append(sent(d, f"accepted by list {d.user}"))
-        return attempts
+        return [await self.deliver_to(job, d, d.user) for d in job.deliveries]
+
+    async def deliver_to(self, job: Job, d: Delivery, list_address: str) -> Attempt:
+        """One delivery to ``list_address`` (``LIST-service`` alone for a pipe alias: the
+        engine finds the list by name)."""
+        if self.handler is None:
+            return deferred(d, "list engine not available")
+        try:
+            await self.handler(job.envelope, job.message, list_address, d.address)
+        except DeliveryError as e:
+            return from_error(d, e)
+        except Exception as e:  # unexpected: temporary, never a bounce
+            log.exception("%s: list engine failed for %s", job.queue_id, list_address)
+            return deferred(d, f"list engine error: {describe(e)}")
+        return sent(d, f"accepted by list {list_address}")
 
     async def aclose(self) -> None:
         return None

@@ -34,9 +34,11 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shlex
 import signal
 
+from postroom.delivery.list import ListCourier, ListHandler
 from postroom.delivery.local import trace_headers, unix_lines
 from postroom.envelope import Delivery
 from postroom.errors import EX_CANTCREAT, EX_IOERR, EX_NOUSER, EX_OSERR, EX_TEMPFAIL
@@ -69,15 +71,34 @@ def argv_of(command: str) -> list[str]:
     return shlex.split(command)
 
 
+# Sites migrating from sendmail keep their Mailman pipe aliases: these commands are not
+# run but handed to postroom's list engine (``verify`` still prints them as written).
+_MAILMAN = re.compile(r"^(?:\S*/)?(?:mailman|postroom)\s+"
+                      r"(post|admin|bounces|request|owner|join|leave|confirm)\s+(\S+)$")
+_SERVICE = {"post": "", "admin": "-bounces", "bounces": "-bounces", "request": "-request",
+            "owner": "-owner", "join": "-join", "leave": "-leave", "confirm": "-confirm"}
+
+
+def mailman_list(command: str) -> str | None:
+    """``LIST-service`` for a Mailman (or ``postroom post``) pipe command, else None."""
+    m = _MAILMAN.match(command.strip())
+    return f"{m.group(2).lower()}{_SERVICE[m.group(1)]}" if m else None
+
+
 class ProgCourier:
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, list_handler: ListHandler | None = None) -> None:
         self.home = site.home
         self.domain = site.profile.site.domains[0]
         self.timeout = site.profile.delivery.prog_timeout
+        self.lists = ListCourier(list_handler)
 
     async def deliver(self, job: Job) -> list[Attempt]:
         attempts = []
         for d in job.deliveries:
+            listed = mailman_list(command_of(d.user))
+            if listed is not None:  # "LIST-service" with no domain: the engine finds it
+                attempts.append(await self.lists.deliver_to(job, d, listed))
+                continue
             try:
                 attempts.append(await self._run(job, d))
             except Exception as e:  # unexpected: temporary, never a bounce

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from postroom import maillog
 from postroom.envelope import Envelope
-from postroom.errors import PermanentFailure
+from postroom.errors import PermanentFailure, PostroomError
 from postroom.lists import archive, bounces, fanout, held, store, subscribe
 from postroom.lists.context import PostContext, TxtLookup
 from postroom.lists.dmarc import DnsTxt
@@ -27,6 +27,7 @@ from postroom.lists.model import ListSettings, RuleAction
 from postroom.lists.notices import notice
 from postroom.lists.pipeline import HANDLERS, POSTING, run
 from postroom.runtime import Runtime
+from postroom.site import Site
 
 Inject = Callable[[Envelope, bytes], Awaitable[str]]
 
@@ -50,6 +51,8 @@ class ListEngine:
                      rcpt: str = "") -> None:
         """The ``list`` courier's handler; raises a DeliveryError for a refusal."""
         site = self.runtime().site
+        if "@" not in list_address:  # a Mailman pipe alias names the list alone
+            list_address = await asyncio.to_thread(_by_name, site, list_address)
         target = await asyncio.to_thread(store.target_for, site, _with_detail(list_address,
                                                                                  rcpt))
         if target is None:
@@ -184,3 +187,19 @@ def _with_detail(list_address: str, rcpt: str) -> str:
         return list_address
     name, _, domain = list_address.rpartition("@")
     return f"{name.partition('+')[0]}+{local.partition('+')[2]}@{domain}"
+
+
+def _by_name(site: Site, service: str) -> str:
+    """``LIST-service`` (from a pipe alias) as the address in the list's own domain."""
+    from postroom.store.listnames import SERVICE_SUFFIXES
+
+    name, suffix = service, ""
+    for s in SERVICE_SUFFIXES:
+        if service.endswith(s):
+            name, suffix = service[: -len(s)], s
+            break
+    try:
+        name, domain = store.find_list(site, name)
+    except PostroomError as e:
+        raise PermanentFailure(550, "5.1.1", f"pipe alias for list {name}: {e}") from None
+    return f"{name}{suffix}@{domain}"
