@@ -259,4 +259,5 @@ def test_a_disabled_user_cannot_log_in_or_send(example_site: Path, ca: trustme.C
     finally:
         server.stop()
     log = server.log()
-    assert "reject: AUTH from [127.0.0.4]: 535 5.7.8 authentication failed for 'alice'" in log
+    assert ("reject: AUTH from [127.0.0.4]: 535 5.7.8 authentication failed for 'alice' "
+            "(user disabled)") in log

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aiosmtpd.smtp import Session
 
     from postroom.site import Site
+    from postroom.store.users import LoginCheck
 
 AUTH_PAUSED = "454 4.7.0 Too many failed authentication attempts; try again later"
 
@@ -146,11 +147,13 @@ class Authenticator:
     def __init__(self, site: Site) -> None:
         self.site = site
 
-    async def verify(self, login: str, password: str) -> bool:
-        from postroom.store.users import check_password
+    async def verify(self, login: str, password: str) -> LoginCheck:
+        """OK, FAILED, or DISABLED (the right password of a disabled user: for the log;
+        the client hears the same 535 as for a wrong password)."""
+        from postroom.store.users import verify_login
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, check_password, self.site, login, password)
+        return await loop.run_in_executor(None, verify_login, self.site, login, password)
 
     async def addresses(self, login: str) -> list[str]:
         from postroom.store.users import addresses_of

@@ -104,12 +104,14 @@ class Handler:
         ip = self.client_of(server)[0]
         login = creds.login.decode("utf-8", "replace")
         password = creds.password.decode("utf-8", "replace")
-        ok = await self.authenticator.verify(login, password)
-        if ok:
+        found = await self.authenticator.verify(login, password)
+        if found == "ok":
             self.limiter.succeeded(ip)
             return AuthResult(success=True, auth_data=LoginPassword(login.encode(), b""))
         self.limiter.failed(ip)
-        maillog.rejected("AUTH", f"[{ip}]", f"535 5.7.8 authentication failed for {login!r}")
+        why = " (user disabled)" if found == "disabled" else ""
+        maillog.rejected("AUTH", f"[{ip}]",
+                         f"535 5.7.8 authentication failed for {login!r}{why}")
         return AuthResult(success=False, handled=False)
 
     # -- hooks ----------------------------------------------------------------------------
