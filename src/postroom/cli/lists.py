@@ -69,7 +69,7 @@ def delete(site_dir: str | None, address: str) -> None:
     click.echo(f"list {name}@{domain} deleted")
 
 
-@lists.command()
+@lists.command(short_help="Print every setting of a list.")
 @site_option
 @click.argument("address", metavar="LIST")
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
