@@ -74,3 +74,12 @@ def test_bp_lists_the_queue(example_site: Path) -> None:
 def test_unknown_option_is_a_usage_error(example_site: Path) -> None:
     r = sendmail(example_site, "-X", stdin=b"")
     assert r.returncode == 64 and b"unknown option -X" in r.stderr
+
+
+def test_help_says_how_to_use_it(example_site: Path) -> None:
+    r = sendmail(example_site, "--help", stdin=b"")
+    assert r.returncode == 0
+    out = r.stdout.decode()
+    assert out.startswith("usage: postroom-sendmail")
+    assert "-t " in out and "-bv" in out and "POSTROOM_SITE" in out
+    assert queued(example_site) == []

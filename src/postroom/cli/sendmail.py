@@ -18,6 +18,21 @@ from dataclasses import dataclass, field
 from postroom.errors import EX_DATAERR, EX_NOUSER, EX_OK, EX_USAGE, PostroomError
 
 USAGE = "usage: postroom-sendmail [-t] [-i] [-f sender] [-bv|-bp] [rcpt ...]"
+HELP = f"""{USAGE}
+
+Queue the message read from standard input, as sendmail does (the site is
+$POSTROOM_SITE). The running server is told at once and makes the first attempt.
+
+  rcpt ...     recipients (an address no map knows is reported and left out)
+  -t           read the recipients from To, Cc and Bcc (Bcc is then removed)
+  -i, -oi      a line with a single "." does not end the message
+  -f SENDER    the envelope sender (default: the user running the command)
+  -F NAME      the sender's full name, for a From header the message lacks
+  -bv ADDR...  verify: where each address goes (postroom verify)
+  -bp          print the queue (postroom queue)
+
+Example:  printf 'Subject: hi\\n\\nhello\\n' | postroom-sendmail -f me@example.org rt
+"""
 
 
 @dataclass
@@ -89,6 +104,9 @@ def read_message(stream: bytes, dots: bool) -> bytes:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--help"], ["-h"]):
+        print(HELP, end="")
+        sys.exit(EX_OK)
     try:
         args = parse_args(argv)
     except ValueError as e:
