@@ -7,7 +7,7 @@ OUTBOX ?= run/outbox
 # The example's mailertable sends every other domain here: scripts/outbox.py keeps the mail.
 OUTBOX_PORT := 2526
 
-.PHONY: venv test-venv deps run test lint bench clean
+.PHONY: venv test-venv deps run test lint bench fuzz clean
 
 # What running needs; the test extras (pytest, ruff, ...) come with test-venv.
 $(BIN)/postroom: pyproject.toml
@@ -56,6 +56,13 @@ test: test-venv deps
 lint: test-venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+
+FUZZ_EXAMPLES ?= 1000000
+FUZZ_ARGS ?=
+# Long fuzz run (issue 10): every tests/fuzz target for $(FUZZ_EXAMPLES) inputs, then a report
+# (run/fuzz/report.json; failing inputs in run/fuzz/found/). Exits 1 on a new finding.
+fuzz: test-venv
+	$(BIN)/python scripts/fuzz.py --examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
 
 bench: venv
 	$(BIN)/python bench/run.py
