@@ -110,10 +110,14 @@ class Envelope:
                             for d in r.deliveries],
              "orcpt": r.orcpt, "notify": None if r.notify is None else list(r.notify)}
             for r in self.recipients]
-        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode()
+        # an 8-bit address or reply arrives as surrogate escapes: stored as its own bytes
+        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogateescape")
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Envelope:
+        if isinstance(data, bytes):
+            data = data.decode("utf-8", "surrogateescape")
         raw: dict[str, Any] = json.loads(data)
         recipients = [
             Recipient(

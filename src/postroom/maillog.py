@@ -58,7 +58,8 @@ def line(text: str) -> None:
     now = int(time.time())
     if _stamp[0] != now:  # strftime once a second, not once a line
         _stamp = (now, time.strftime("%b %d %H:%M:%S", time.localtime(now)))
-    os.write(_fd, f"{_stamp[1]} {_host} postroom[{os.getpid()}]: {_clean(text)}\n".encode())
+    line = f"{_stamp[1]} {_host} postroom[{os.getpid()}]: {_clean(text)}\n"
+    os.write(_fd, line.encode("utf-8", "backslashreplace"))  # 8-bit input shows as \xNN
 
 
 def relay_text(name: str, addr: str) -> str:

@@ -50,7 +50,7 @@ def test_admin_summaries_fit_one_line(group: tuple[str, ...]) -> None:
 
 def test_top_level_summaries_wrap_instead_of_being_cut() -> None:
     found = summaries(help_of(columns=50))
-    assert found["quiesce"] == "Take and deliver no mail, rejecting none (421 at greeting)."
+    assert found["quiesce"] == "Take and deliver no mail, rejecting none (421)."
     assert all(not s.endswith("...") for s in found.values())
 
 

@@ -59,23 +59,10 @@ def make_site(template: Path, dest: Path, refusing_port: int) -> Path:
 # findings reported and not yet fixed (their corpus inputs, corpus/smtp/, run as strict
 # xfails); both SMTP targets count them and go on
 KNOWN = (
-    Known(r"queue write failed: cannot queue message: bad envelope: 'utf-8' codec can't "
-          r"encode characters? [^\n]*surrogates not allowed",
-          "corpus/smtp/8bit-sender-452: a non-UTF-8 MAIL FROM is taken with 250, then DATA "
-          "gets 452 4.3.1 Insufficient system storage"),
-    Known(r"^violation .*is no reply line: b'5\d\d [^']*Error: command \\?\"[^']*\\r",
-          "corpus/smtp/bare-cr-echoed: aiosmtpd's 500 for an unknown command echoes a bare "
-          "CR from the command line"),
     Known(r"in _getaddr\n.*IndexError: (?:string|list) index out of range|"
           r"Error: \(IndexError\)", "corpus/smtp/mail-from-open-angle: 'MAIL FROM:<' makes "
           "the address parser raise IndexError; the client gets '500 5.5.2 Error: "
           "(IndexError) string index out of range'"),
-    Known(r"maillog\.py\", line \d+, in line\n(?:[^\n]*\n){0,3}UnicodeEncodeError: 'utf-8' "
-          r"codec can't encode characters? [^\n]*: surrogates not allowed|"
-          r"Error: \(UnicodeEncodeError\) 'utf-8' codec can't encode characters? ",
-          "corpus/smtp/8bit-rcpt-rejected-500: logging a refusal of a non-UTF-8 address "
-          "(maillog.line) raises UnicodeEncodeError; the client gets '500 5.5.2 Error: "
-          "(UnicodeEncodeError) ...'"),
     Known(r"SMTP session exception\nTraceback.*in smtp_STARTTLS\n.*TLSSetupException",
           "corpus/smtp/starttls-then-plain-text: a failed STARTTLS handshake is logged "
           "with a full traceback (aiosmtpd handle_exception), one per client attempt"),

@@ -26,6 +26,7 @@ COMMANDS = {
     "quiesce": "postroom.cli.quiesce:quiesce",
     "resume": "postroom.cli.quiesce:resume",
     "status": "postroom.cli.quiesce:status",
+    "export-addresses": "postroom.cli.export:export_addresses",
 }
 
 

@@ -19,7 +19,7 @@ import click
 from postroom.cli.options import open_home, reports_errors, site_option
 
 
-@click.command(short_help="Take and deliver no mail, rejecting none (421 at greeting).")
+@click.command(short_help="Take and deliver no mail, rejecting none (421).")
 @site_option
 @click.option("--reason", default="", help="Why (shown by postroom status).")
 @reports_errors
@@ -55,7 +55,7 @@ def resume(site_dir: str | None) -> None:
     click.echo("accepting and delivering mail")
 
 
-@click.command(short_help="Is a server running? Is the site quiescent? What is queued?")
+@click.command(short_help="Is a server running? Quiescent? What is queued?")
 @site_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @reports_errors

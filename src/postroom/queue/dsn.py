@@ -110,7 +110,8 @@ def build(envelope: Envelope, notices: list[Notice], message: bytes, *, hostname
         else "Content-Description: Message headers",
         f"Content-Type: {original_type}", "",
     ]
-    body = "\r\n".join(parts).encode("utf-8") + b"\r\n" + original
+    # a remote reply or address with 8-bit bytes (surrogate escapes) must not stop a bounce
+    body = "\r\n".join(parts).encode("utf-8", "replace") + b"\r\n" + original
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + f"\r\n--{boundary}--\r\n".encode()

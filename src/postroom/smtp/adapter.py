@@ -136,6 +136,9 @@ def _mechanism_name(attr: str, method: Any) -> str:
                    attr.replace("auth_", "").replace("__", "-"))
 
 
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
 class AdaptedSMTP(SMTP):
     """aiosmtpd's SMTP with the adjustments in the module docstring."""
 
@@ -278,7 +281,9 @@ class AdaptedSMTP(SMTP):
         if isinstance(status, bytes):
             await super().push(status)
             return
-        status = REWORD.get(status, status)
+        # a client's bytes echoed in a reply (8-bit as surrogate escapes, a bare CR) must
+        # not break the reply line
+        status = _UNSAFE.sub("?", REWORD.get(status, status))
         code, text = status[:3], status[4:]
         if status[3:4] == " " and code in DEFAULT_ENHANCED and not _ENHANCED.match(text):
             status = f"{code} {DEFAULT_ENHANCED[code]} {text}"

@@ -1,0 +1,36 @@
+"""``postroom export-addresses``: the valid-address list for the upstream relays."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from postroom.cli.options import reports_errors, site_option
+
+
+@click.command(short_help="Export the valid addresses for the upstream relays.")
+@site_option
+@click.option("--max-shrink", type=click.FloatRange(0, 100), default=10.0, show_default=True,
+              metavar="PERCENT",
+              help="Keep the old files (exit 75) if the list would lose more than this.")
+@click.option("--force", is_flag=True, help="Write even if the list shrinks past --max-shrink.")
+@click.option("--host-names", is_flag=True,
+              help="Export local names in every host name too, not only site.domains.")
+@reports_errors
+def export_addresses(site_dir: str | None, max_shrink: float, force: bool,
+                     host_names: bool) -> None:
+    """Write SITE/export/valid-addresses.txt (one address a line) and relay_recipients
+    (Postfix relay_recipient_maps: "addr OK"), atomically: every local user, alias, forward,
+    hosted-domain entry, list address and list service address (-request, -owner, ...)
+    that the resolver takes; a catch-all domain as @domain."""
+    from postroom.ops.export import ShrinkRefused, export
+    from postroom.runtime import build
+
+    rt = build(site_dir)
+    try:
+        result = export(rt, max_shrink=max_shrink, force=force, host_names=host_names)
+    except ShrinkRefused as e:
+        click.echo(f"postroom: export-addresses: {e}", err=True)
+        sys.exit(e.exit_code)
+    click.echo(result.summary())

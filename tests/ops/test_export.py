@@ -1,0 +1,93 @@
+"""``postroom export-addresses`` through the real command: the example site's contents, the
+list forms, the shrink guard (old files intact) and --force."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run
+
+EX_TEMPFAIL = 75
+
+
+def _export(site: Path, *args: str) -> tuple[int, str, str]:
+    done = run("export-addresses", *args, site=site)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _plain(site: Path) -> list[str]:
+    return (site / "export" / "valid-addresses.txt").read_text().splitlines()
+
+
+def test_example_site_contents(example_site: Path) -> None:
+    rc, out, err = _export(example_site)
+    assert rc == 0, err
+    assert out.startswith("exported ") and "inf.example.ac.uk" in out
+    assert out.count("\n") == 1
+    plain = _plain(example_site)
+    assert plain == sorted(plain)
+    for address in ("postmaster@inf.example.ac.uk",      # alias
+                    "neilb@inf.example.ac.uk",           # forward
+                    "rt@inf.example.ac.uk",              # local user
+                    "mchen@cogsci.example.ac.uk",        # hosted-domain entry
+                    "info@research.example.org",
+                    "@research.example.org"):            # catch-all that takes mail
+        assert address in plain
+    # the nonexistent, and a hosted domain whose catch-all refuses
+    assert "nobody-here@inf.example.ac.uk" not in plain
+    assert "@cogsci.example.ac.uk" not in plain
+    postfix = (example_site / "export" / "relay_recipients").read_text().splitlines()
+    assert postfix == [f"{a} OK" for a in plain]
+    # export and RCPT agree: every exported address verifies
+    checked = [a for a in plain if not a.startswith("@")]
+    assert run("verify", *checked, site=example_site).returncode == 0
+
+
+def test_list_addresses(example_site: Path) -> None:
+    assert run("db", "upgrade", site=example_site).returncode == 0
+    done = run("lists", "create", "staff", "--owner", "boss@inf.example.ac.uk",
+               site=example_site)
+    assert done.returncode == 0, done.stderr
+    rc, _, err = _export(example_site)
+    assert rc == 0, err
+    plain = _plain(example_site)
+    assert "staff@inf.example.ac.uk" in plain
+    for suffix in ("-request", "-owner", "-bounces", "-join", "-leave", "-confirm"):
+        assert f"staff{suffix}@inf.example.ac.uk" in plain
+    assert "staff-nosuch@inf.example.ac.uk" not in plain
+
+
+def _drop_forwards(site: Path) -> None:
+    (site / "maps" / "forwards").write_text("# half-loaded\n")
+
+
+def test_shrink_guard_keeps_old_files(example_site: Path) -> None:
+    assert _export(example_site)[0] == 0
+    old_plain = (example_site / "export" / "valid-addresses.txt").read_bytes()
+    old_postfix = (example_site / "export" / "relay_recipients").read_bytes()
+    _drop_forwards(example_site)
+    rc, out, err = _export(example_site)
+    assert rc == EX_TEMPFAIL
+    assert out == ""
+    assert "shrink" in err and "kept the old files" in err and "--force" in err
+    assert (example_site / "export" / "valid-addresses.txt").read_bytes() == old_plain
+    assert (example_site / "export" / "relay_recipients").read_bytes() == old_postfix
+    assert [p.name for p in (example_site / "export").iterdir()
+            if p.name.startswith(".")] == []  # no staged file left behind
+    # a higher threshold lets it through
+    rc, _, err = _export(example_site, "--max-shrink", "90")
+    assert rc == 0, err
+    assert "neilb@inf.example.ac.uk" not in _plain(example_site)
+
+
+def test_force_writes_past_the_guard(example_site: Path) -> None:
+    assert _export(example_site)[0] == 0
+    before = len(_plain(example_site))
+    _drop_forwards(example_site)
+    rc, out, err = _export(example_site, "--force")
+    assert rc == 0, err
+    after = _plain(example_site)
+    assert len(after) < before
+    assert f"(was {before})" in out
+    assert "pvisitor@inf.example.ac.uk" not in after
+    assert "postmaster@inf.example.ac.uk" in after
