@@ -59,10 +59,6 @@ def make_site(template: Path, dest: Path, refusing_port: int) -> Path:
 # findings reported and not yet fixed (their corpus inputs, corpus/smtp/, run as strict
 # xfails); both SMTP targets count them and go on
 KNOWN = (
-    Known(r"in _getaddr\n.*IndexError: (?:string|list) index out of range|"
-          r"Error: \(IndexError\)", "corpus/smtp/mail-from-open-angle: 'MAIL FROM:<' makes "
-          "the address parser raise IndexError; the client gets '500 5.5.2 Error: "
-          "(IndexError) string index out of range'"),
     Known(r"SMTP session exception\nTraceback.*in smtp_STARTTLS\n.*TLSSetupException",
           "corpus/smtp/starttls-then-plain-text: a failed STARTTLS handshake is logged "
           "with a full traceback (aiosmtpd handle_exception), one per client attempt"),

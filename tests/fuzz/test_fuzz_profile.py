@@ -33,9 +33,6 @@ from tests.fuzz.harness import (
 TARGET = Target("profile", hang_after=2.0, known=(
     Known(r"^violation .*out of range 1\.\.\d+ \(the text has line separators other than",
           "corpus/profile/line-separator-in-string: _line_of counts str.splitlines() lines"),
-    Known(r"^unhandled OSError: \[Errno 36\] File name too long",
-          "corpus/profile/long-map-file-name: Path.is_file() raises ENAMETOOLONG",
-          where="site/load.py"),
 ))
 MAP_FILES = ("maps/aliases", "maps/forwards", "maps/virtusertable", "maps/mailertable",
              "maps/local-users")

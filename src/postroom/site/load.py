@@ -99,7 +99,13 @@ def _still_readable(text: str) -> tuple[str | None, str | None]:
 def _check_files(site: Site, text: str) -> None:
     for key in ("aliases", "forwards", "virtusertable", "mailertable", "local_users"):
         for rel in getattr(site.profile.maps, key):
-            if not site.path(rel).is_file():
+            try:
+                there = site.path(rel).is_file()
+            except OSError as e:  # a name too long for the file system, say
+                raise ProfileError(str(site.profile_path), f"file {rel[:60]!r}... cannot be "
+                                   f"used: {e.strerror}", line=_line_of(text, ("maps", key)),
+                                   field=f"maps.{key}", hint="give a shorter path") from None
+            if not there:
                 raise ProfileError(str(site.profile_path), f"file {rel!r} does not exist",
                                    line=_line_of(text, ("maps", key)), field=f"maps.{key}",
                                    hint=f"create {site.path(rel)} or remove it from the list")

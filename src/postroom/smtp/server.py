@@ -168,7 +168,10 @@ class PostroomSMTP(AdaptedSMTP):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         m = _SIMPLE_PATH.match(arg)
         if m is None or ".." in m.group(1):
-            address, rest = super()._getaddr(arg)  # quoting, comments, literals, UTF-8, null
+            try:  # quoting, comments, literals, UTF-8, null
+                address, rest = super()._getaddr(arg)
+            except IndexError:  # the email package on "<", "<@", '<"': a syntax error
+                return None, None
             path = arg.lstrip()
             if address and rest is not None and path.startswith("<@"):
                 # the email package drops a source route (<@a,@b:user@c>) without a word:
