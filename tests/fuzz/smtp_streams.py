@@ -29,7 +29,7 @@ from pathlib import Path
 import trustme
 from hypothesis import strategies as st
 
-from tests.fuzz.harness import Hang, Known, Unhandled, require
+from tests.fuzz.harness import Hang, Unhandled, require
 from tests.server import INBOUND_IP, OUTSIDE_IP, RELAY_IP, configure_site
 
 TERMINATOR = b"\r\n.\r\nQUIT\r\n"
@@ -59,9 +59,6 @@ def make_site(template: Path, dest: Path, refusing_port: int) -> Path:
 # findings reported and not yet fixed (their corpus inputs, corpus/smtp/, run as strict
 # xfails); both SMTP targets count them and go on
 KNOWN = (
-    Known(r"SMTP session exception\nTraceback.*in smtp_STARTTLS\n.*TLSSetupException",
-          "corpus/smtp/starttls-then-plain-text: a failed STARTTLS handshake is logged "
-          "with a full traceback (aiosmtpd handle_exception), one per client attempt"),
 )
 
 # -- streams

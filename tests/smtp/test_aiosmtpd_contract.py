@@ -79,6 +79,7 @@ OVERRIDDEN = {
     "_handle_client": "(self)",
     "_timeout_cb": "(self)",
     "push": "(self, status)",
+    "handle_exception": "(self, error)",
     "_getaddr": "(self, arg)",
     "smtp_EHLO": "(self, hostname)",
     "smtp_MAIL": "(self, arg)",
@@ -315,3 +316,13 @@ async def test_a_plain_aiosmtpd_server_is_unaffected(caplog: pytest.LogCaptureFi
     assert any("'NOOP'" in line for line in lines)
     assert any("AUTH PLAIN ********" in line for line in lines)  # aiosmtpd's masking
     assert not any("c2VjcmV0" in line for line in lines)
+
+
+async def test_an_unexpected_error_gives_a_generic_temporary_reply() -> None:
+    """A bug in a command hook is logged with its traceback; the client hears 451 with no
+    exception text (it retries; nothing of the server's insides leaks)."""
+    server = AdaptedSMTP.__new__(AdaptedSMTP)
+    server.session = None
+    reply = await server.handle_exception(KeyError("secret detail"))
+    assert reply == "451 4.3.0 Error: internal error; try again later"
+    assert "secret" not in reply

@@ -54,6 +54,7 @@ from aiosmtpd.smtp import (
     AuthCallbackType,
     AuthenticatorType,
     AuthResult,
+    TLSSetupException,
     _AuthMechAttr,
     is_int,
     login_always_fail,
@@ -288,6 +289,18 @@ class AdaptedSMTP(SMTP):
         if status[3:4] == " " and code in DEFAULT_ENHANCED and not _ENHANCED.match(text):
             status = f"{code} {DEFAULT_ENHANCED[code]} {text}"
         await super().push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A client whose TLS handshake fails is one log line, not a traceback (any client
+        could fill the log); aiosmtpd then closes the connection. Anything else is a bug:
+        logged with its traceback, and the client gets a generic temporary error, never
+        the exception's text."""
+        peer = self.session.peer if self.session else None
+        if isinstance(error, TLSSetupException):
+            log.info("%r TLS handshake failed: %s", peer, error.__cause__ or error)
+            return "421 4.7.0 TLS handshake failed"
+        log.exception("%r SMTP session exception", peer)
+        return "451 4.3.0 Error: internal error; try again later"
 
     async def smtp_EHLO(self, hostname: str) -> None:
         self._ehlo_lines = []
