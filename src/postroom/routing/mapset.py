@@ -82,7 +82,9 @@ class SiteMaps:
             inc = maps.read_include(path)
             self.includes[name] = inc
             nested = inc.entries[""][0]
-            todo.extend((t, str(path), 1) for t in nested  # type: ignore[attr-defined]
+            # the line each nested target is on (read_include records it per target)
+            todo.extend((t, str(path), int(inc.entries.get(t, (t, 1))[1]))
+                        for t in nested  # type: ignore[attr-defined]
                         if t.startswith(INCLUDE))
 
     def counts(self) -> dict[str, int]:

@@ -234,7 +234,8 @@ def _line_of(text: str, loc: tuple[Any, ...] | list[Any]) -> int | None:
     headers: dict[tuple[str, int | None], int] = {}     # (table, occurrence) -> line
     count: dict[str, int] = {}
     table, occurrence = "", None
-    for no, raw in enumerate(text.splitlines(), 1):
+    # TOML lines end at LF only (splitlines would also break at U+2028, form feed, ...)
+    for no, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         m = _HEADER.match(line)
         if m:
