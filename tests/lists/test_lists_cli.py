@@ -14,6 +14,7 @@ from postroom.lists.model import (
     PostingPolicy,
     RuleAction,
 )
+from postroom.lists.settings_text import SETTING_NAMES, parse_settings
 from postroom.site import Site
 from tests.conftest import run
 from tests.lists.conftest import LIST
@@ -45,7 +46,7 @@ def test_create_show_set_delete(ready_site: Site) -> None:
     assert data["web_signup"] is True
 
     table = run("lists", "show", LIST, site=ready_site.home).stdout
-    for key in lstore.SETTING_NAMES:
+    for key in SETTING_NAMES:
         assert key in table
 
     done = run("lists", "set", "staff", "posting_policy=moderated",
@@ -103,7 +104,7 @@ def test_create_refuses_bad_input(ready_site: Site) -> None:
 
 def test_engine_reads(list_site: Site) -> None:
     name, domain = "staff", "inf.example.ac.uk"
-    lstore.update_settings(list_site, name, domain, lstore.parse_settings([
+    lstore.update_settings(list_site, name, domain, parse_settings([
         "moderators=mod@inf.example.ac.uk", "posting_policy=open",
         "address_rules=reject:^spam@,discard:x@y.org"]))
     lstore.add_members(list_site, name, domain, [

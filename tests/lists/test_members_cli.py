@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.lists import store as lstore
+from postroom.lists import listing
 from postroom.lists.model import DeliveryMode, Member
 from postroom.site import Site
 from tests.conftest import run
@@ -17,7 +17,7 @@ EX_DATAERR = 65
 
 
 def _members(site: Site) -> list[Member]:
-    return lstore.page_members(site, "staff", "inf.example.ac.uk", per_page=1000).members
+    return listing.page_members(site, "staff", "inf.example.ac.uk", per_page=1000).members
 
 
 def test_add_list_remove(list_site: Site, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from postroom.lists import listing
 from postroom.lists import store as lstore
 from postroom.lists.model import Member
 from postroom.lists.sync import parse_members, plan_sync
@@ -19,7 +20,7 @@ EX_UNAVAILABLE = 69
 
 
 def _addresses(site: Site) -> list[str]:
-    page = lstore.page_members(site, "staff", "inf.example.ac.uk", per_page=1000)
+    page = listing.page_members(site, "staff", "inf.example.ac.uk", per_page=1000)
     return [m.address for m in page.members]
 
 

@@ -30,7 +30,7 @@ def create(site_dir: str | None, address: str, owners: tuple[str, ...],
     """Create the list NAME@DOMAIN (NAME alone: the site's first domain), with its owners;
     every other setting starts at its default ('postroom lists set' changes them)."""
     from postroom import site as site_mod
-    from postroom.lists.store import parse_settings
+    from postroom.lists.settings_text import parse_settings
     from postroom.store.lists import create_list, split_list_address
 
     site = site_mod.load(site_dir)
@@ -81,13 +81,8 @@ def show(site_dir: str | None, address: str, as_json: bool) -> None:
     from rich.table import Table
 
     from postroom import site as site_mod
-    from postroom.lists.store import (
-        SETTING_NAMES,
-        find_list,
-        get_settings,
-        settings_json,
-        show_value,
-    )
+    from postroom.lists.settings_text import SETTING_NAMES, settings_json, show_value
+    from postroom.lists.store import find_list, get_settings
 
     site = site_mod.load(site_dir)
     settings = get_settings(site, *find_list(site, address))
@@ -116,7 +111,8 @@ def set_(site_dir: str | None, address: str, pairs: tuple[str, ...]) -> None:
     ACTION:PATTERN,... with ACTION accept, hold, reject or discard and PATTERN an address
     or ^regex. Every pair is checked first; one bad pair changes nothing."""
     from postroom import site as site_mod
-    from postroom.lists.store import find_list, parse_settings, show_value, update_settings
+    from postroom.lists.settings_text import parse_settings, show_value
+    from postroom.lists.store import find_list, update_settings
 
     site = site_mod.load(site_dir)
     values = parse_settings(pairs)

@@ -137,7 +137,8 @@ def list_(site_dir: str | None, address: str, page: int, per_page: int, search: 
     from rich.table import Table
 
     from postroom import site as site_mod
-    from postroom.lists.store import find_list, page_members
+    from postroom.lists.listing import page_members
+    from postroom.lists.store import find_list
 
     site = site_mod.load(site_dir)
     name, domain = find_list(site, address)

@@ -18,21 +18,16 @@ the model's types), ``add_members`` (bulk insert), ``remove_members``, ``page_me
 
 from __future__ import annotations
 
-import re
-import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     Connection,
     Table,
     delete,
-    func,
     insert,
     literal,
-    or_,
     select,
     union_all,
     update,
@@ -40,10 +35,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from postroom.lists.model import AddressRule, DeliveryMode, ListSettings, Member, RuleAction
+from postroom.lists.settings_text import ROW_FIELDS, SCALARS, from_column, to_column
 from postroom.store import StoreValueError, UnknownList
 from postroom.store.db import engine_for, explain, store_url
 from postroom.store.listnames import SERVICE_SUFFIXES
-from postroom.store.lists import check_address, split_list_address
+from postroom.store.lists import split_list_address
 from postroom.store.models import (
     ListAddressRule,
     ListMember,
@@ -59,15 +55,11 @@ __all__ = [
     "AddResult",
     "ListRoles",
     "ListTarget",
-    "MemberPage",
-    "SettingError",
     "add_members",
     "find_list",
     "get_settings",
     "member",
     "members_for_delivery",
-    "page_members",
-    "parse_settings",
     "remove_members",
     "roles",
     "settings_for",
@@ -82,8 +74,6 @@ ROLE_OWNER = "owner"
 ROLE_MODERATOR = "moderator"
 
 # the ListSettings fields kept in other tables, and those that name the list
-_ROW_FIELDS = ("owners", "moderators", "address_rules")
-_FIXED = ("name", "domain")
 
 
 # -- the engine's reads -----------------------------------------------------------------------
@@ -156,8 +146,8 @@ def _settings_from_rows(rows: Sequence[Any]) -> dict[str, tuple[ListSettings, st
 
 def _settings_of(ml: Mapping[str, Any]) -> ListSettings:
     s = ListSettings(name=ml["name"], domain=ml["domain"])
-    for f in _SCALARS:
-        setattr(s, f.name, _from_column(f.name, ml[f.name]))
+    for f in SCALARS:
+        setattr(s, f.name, from_column(f.name, ml[f.name]))
     return s
 
 
@@ -194,18 +184,18 @@ def settings_for(site: Site, list_address: str) -> ListSettings | None:
     return target.settings if target is not None else None
 
 
-_MEMBER_COLUMNS = (ListMember.address, ListMember.display_name, ListMember.delivery_enabled,
+MEMBER_COLUMNS = (ListMember.address, ListMember.display_name, ListMember.delivery_enabled,
                    ListMember.mode, ListMember.moderated, ListMember.bounce_score)
 
 
-def _member_of(row: Any) -> Member:
+def member_of(row: Any) -> Member:
     return Member(row[0], row[1], bool(row[2]), DeliveryMode(row[3]), bool(row[4]),
                   float(row[5]))
 
 
 def _of_list(list_address: str) -> Any:
     name, domain = _split(list_address)
-    return (select(*_MEMBER_COLUMNS).join(MailingList, MailingList.id == ListMember.list_id)
+    return (select(*MEMBER_COLUMNS).join(MailingList, MailingList.id == ListMember.list_id)
             .where(MailingList.name == name, MailingList.domain == domain))
 
 
@@ -213,7 +203,7 @@ def member(site: Site, list_address: str, address: str) -> Member | None:
     """``address`` (any case) as a member of ``list_address``; None if not a member."""
     query = _of_list(list_address).where(ListMember.address == address.strip().lower())
     row = with_connection(site, lambda c: c.execute(query).first())
-    return _member_of(row) if row is not None else None
+    return member_of(row) if row is not None else None
 
 
 def _fetch_all(query: Any) -> Callable[[Connection], list[Any]]:
@@ -235,7 +225,7 @@ def members_for_delivery(site: Site, list_address: str, batch: int = CHUNK
         rows: list[Any] = with_connection(site, _fetch_all(query))
         if not rows:
             return
-        yield [_member_of(r) for r in rows]
+        yield [member_of(r) for r in rows]
         if len(rows) < batch:
             return
         after = rows[-1][0]
@@ -253,165 +243,6 @@ def roles(site: Site, list_address: str) -> ListRoles | None:
         return None
     return ListRoles(tuple(r[2] for r in rows if r[1] == ROLE_OWNER),
                      tuple(r[2] for r in rows if r[1] == ROLE_MODERATOR))
-
-
-# -- settings as text (postroom lists set / show) ---------------------------------------------
-
-class SettingError(StoreValueError):
-    """A KEY=VALUE pair that does not fit the model; the message names the field and fix."""
-
-
-_HINTS = typing.get_type_hints(ListSettings)
-_SCALARS = tuple(f for f in fields(ListSettings) if f.name not in (*_ROW_FIELDS, *_FIXED))
-SETTING_NAMES = tuple(f.name for f in fields(ListSettings) if f.name not in _FIXED)
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_POSITIVE = {"digest_period_days", "held_expiry_days", "digest_size_kb"}
-_ONE_LINE_MAX = {"subject_prefix": 64, "description": 1000}
-_RULE_SPLIT = re.compile(r",\s*(?=(?:{}):)".format("|".join(a.value for a in RuleAction)))
-
-
-def _from_column(name: str, value: Any) -> Any:
-    kind = _HINTS[name]
-    if isinstance(kind, type) and issubclass(kind, StrEnum):
-        return kind(value)
-    if kind is bool:
-        return bool(value)
-    if name == "acceptable_aliases":
-        return [line for line in str(value).split("\n") if line]
-    return value
-
-
-def _to_column(name: str, value: Any) -> Any:
-    if isinstance(value, StrEnum):
-        return value.value
-    if name == "acceptable_aliases":
-        return "\n".join(value)
-    return value
-
-
-def _parse_one(key: str, text: str) -> Any:
-    kind = _HINTS[key]
-    if isinstance(kind, type) and issubclass(kind, StrEnum):
-        choices = [m.value for m in kind]
-        if text.strip().lower() not in choices:
-            raise SettingError(f"{key}: {text!r} is not one of {', '.join(choices)}")
-        return kind(text.strip().lower())
-    if kind is bool:
-        word = text.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-        raise SettingError(f"{key}: {text!r} is not a yes/no value "
-                           f"(fix: {key}=true or {key}=false)")
-    if kind is int:
-        try:
-            number = int(text.strip().replace("_", ""))
-        except ValueError:
-            raise SettingError(f"{key}: {text!r} is not a whole number "
-                               f"(fix: e.g. {key}={getattr(ListSettings('x', 'y'), key)})"
-                               ) from None
-        low = 1 if key in _POSITIVE else 0
-        if number < low:
-            raise SettingError(f"{key}: {number} is less than {low}")
-        return number
-    if key in ("owners", "moderators"):
-        try:
-            return sorted({check_address(a, key[:-1]) for a in text.split(",") if a.strip()})
-        except StoreValueError as e:
-            raise SettingError(f"{key}: {e} (fix: {key}=a@example.org,b@example.org)"
-                               ) from None
-    if key == "acceptable_aliases":
-        return [a.strip() for a in text.split(",") if a.strip()]
-    if key == "address_rules":
-        return _parse_rules(text)
-    if key in _ONE_LINE_MAX:
-        limit = _ONE_LINE_MAX[key]
-        if "\n" in text or "\r" in text or len(text) > limit:
-            raise SettingError(f"{key}: must be one line of at most {limit} characters "
-                               f"(fix: e.g. {key}='[staff] ')" if key == "subject_prefix" else
-                               f"{key}: must be one line of at most {limit} characters")
-    return text
-
-
-def _parse_rules(text: str) -> list[AddressRule]:
-    rules: list[AddressRule] = []
-    for part in _RULE_SPLIT.split(text.strip()) if text.strip() else []:
-        action, colon, pattern = part.partition(":")
-        choices = ", ".join(a.value for a in RuleAction)
-        if not colon or action.strip().lower() not in {a.value for a in RuleAction}:
-            raise SettingError(f"address_rules: {part!r} is not ACTION:PATTERN with ACTION one "
-                               f"of {choices} (fix: address_rules='hold:^.*@example\\.com$,"
-                               "accept:boss@example.org')")
-        pattern = pattern.strip()
-        if pattern.startswith("^"):
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise SettingError(f"address_rules: {pattern!r} is not a valid regular "
-                                   f"expression ({e})") from None
-        elif not pattern:
-            raise SettingError(f"address_rules: {part!r} has no pattern")
-        else:
-            pattern = pattern.lower()
-        rules.append(AddressRule(pattern, RuleAction(action.strip().lower())))
-    return rules
-
-
-def parse_settings(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["posting_policy=open", "max_recipients=20"]`` -> typed values; SettingError (all
-    the bad pairs, one a line) if any pair is bad, so nothing is set from a half-good list."""
-    values: dict[str, Any] = {}
-    errors: list[str] = []
-    for pair in pairs:
-        key, eq, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq:
-            errors.append(f"{pair!r}: write KEY=VALUE (e.g. posting_policy=moderated)")
-        elif key in _FIXED:
-            errors.append(f"{key}: a list's {key} cannot be changed "
-                          "(fix: create a new list and move the members with 'members sync')")
-        elif key not in SETTING_NAMES:
-            near = [n for n in SETTING_NAMES if key in n or n in key]
-            hint = f" (did you mean {', '.join(near)}?)" if near else ""
-            errors.append(f"{key}: no such setting{hint}; the settings are "
-                          f"{', '.join(SETTING_NAMES)}")
-        else:
-            try:
-                values[key] = _parse_one(key, text)
-            except SettingError as e:
-                errors.append(str(e))
-    if errors:
-        raise SettingError("\n".join(errors))
-    return values
-
-
-def show_value(settings: ListSettings, key: str) -> str:
-    """A setting as ``lists set`` would take it back."""
-    value = getattr(settings, key)
-    if isinstance(value, StrEnum):
-        return value.value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if key == "address_rules":
-        return ",".join(f"{r.action.value}:{r.pattern}" for r in value)
-    if isinstance(value, list):
-        return ",".join(value)
-    return str(value)
-
-
-def settings_json(settings: ListSettings) -> dict[str, Any]:
-    """The settings as plain JSON values."""
-    out: dict[str, Any] = {"address": settings.address}
-    for f in fields(ListSettings):
-        value = getattr(settings, f.name)
-        if f.name == "address_rules":
-            value = [{"pattern": r.pattern, "action": r.action.value} for r in value]
-        elif isinstance(value, StrEnum):
-            value = value.value
-        out[f.name] = value
-    return out
 
 
 # -- administration ---------------------------------------------------------------------------
@@ -461,7 +292,7 @@ def update_settings(site: Site, name: str, domain: str, values: Mapping[str, Any
     def work(conn: Connection) -> None:
         with conn.begin():
             list_id = list_id_of(conn, name, domain)
-            columns = {k: _to_column(k, v) for k, v in values.items() if k not in _ROW_FIELDS}
+            columns = {k: to_column(k, v) for k, v in values.items() if k not in ROW_FIELDS}
             if columns:
                 conn.execute(update(MailingList)
                              .where(MailingList.id == list_id).values(**columns))
@@ -603,38 +434,3 @@ def remove_members(site: Site, name: str, domain: str, addresses: Sequence[str]
 
     out: tuple[list[str], list[str]] = with_connection(site, work)
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class MemberPage:
-    total: int          # members matching (all pages)
-    page: int
-    per_page: int
-    members: list[Member]
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-
-def page_members(site: Site, name: str, domain: str, page: int = 1, per_page: int = 100,
-                 search: str = "") -> MemberPage:
-    """Page ``page`` (from 1) of the members in address order, optionally those whose
-    address or name contains ``search`` (case-insensitive)."""
-    def work(conn: Connection) -> MemberPage:
-        list_id = list_id_of(conn, name, domain)
-        where = [ListMember.list_id == list_id]
-        if search:
-            pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%") \
-                .replace("_", "\\_") + "%"
-            where.append(or_(ListMember.address.like(pattern, escape="\\"),
-                             func.lower(ListMember.display_name).like(pattern, escape="\\")))
-        total = conn.scalar(select(func.count()).select_from(ListMember).where(*where)) or 0
-        rows = conn.execute(select(*_MEMBER_COLUMNS).where(*where)
-                            .order_by(ListMember.address)
-                            .limit(per_page).offset((page - 1) * per_page)).all()
-        return MemberPage(int(total), page, per_page, [_member_of(r) for r in rows])
-
-    out: MemberPage = with_connection(site, work)
-    return out
-
