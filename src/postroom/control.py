@@ -10,6 +10,7 @@ is one JSON line ``{"cmd": NAME, "args": [...]}``; the answer is one JSON line, 
     flush [ID]       retry every deferred message now, or only message ID
     new ID           a message was queued from outside: try it now
     status           pid, processes, what the server runs with
+    run NAME         run periodic task NAME now (postroom.serve.tasks) and report it
 """
 
 from __future__ import annotations

@@ -273,11 +273,15 @@ async def run_services(services: list[Service], stopping: asyncio.Event) -> None
 
 
 async def _single(reloader: Reloader, sockets: Sockets) -> None:
+    from postroom.serve.periodic import PeriodicService
+    from postroom.serve.tasks import TASKS
+
     delivery = DeliveryService(reloader)
     intake = IntakeService(reloader, sockets, delivery)
-    services: list[Service] = [delivery, intake]
+    periodic = PeriodicService(reloader, TASKS)
+    services: list[Service] = [delivery, intake, periodic]
     stopping = asyncio.Event()
-    commands = reloading.commands(reloader, services, delivery.runner)
+    commands = reloading.commands(reloader, services, delivery.runner, periodic=periodic)
     services.append(ControlService(reloader, commands))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, lambda: reloading.apply(reloader, services))

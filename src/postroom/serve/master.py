@@ -22,7 +22,9 @@ from postroom import control, maillog
 from postroom.runtime import Reloader
 from postroom.serve import Sockets, event_loop_run, run_services
 from postroom.serve import reload as reloading
+from postroom.serve.periodic import PeriodicService
 from postroom.serve.services import ControlService, DeliveryService, IntakeService, Service
+from postroom.serve.tasks import TASKS
 
 DRAIN_SECONDS = 35.0
 
@@ -85,11 +87,12 @@ class Workers:
 async def master(site_dir: str, sockets: Sockets, count: int, reloader: Reloader) -> None:
     delivery = DeliveryService(reloader)  # retries and leftovers
     workers = Workers(site_dir, sockets, count)
-    services: list[Service] = [delivery, workers]
+    periodic = PeriodicService(reloader, TASKS)
+    services: list[Service] = [delivery, workers, periodic]
     commands = reloading.commands(
-        reloader, services, delivery.runner,
+        reloader, services, delivery.runner, periodic=periodic,
         status=lambda: {"ok": True, "workers": [p.pid for p in workers.procs]})
-    commands["lists"] = _lists_command(reloader, workers)
+    commands["lists"] = _lists_command(reloader, workers, periodic)
     services.insert(1, ControlService(reloader, commands))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -111,10 +114,12 @@ async def master(site_dir: str, sockets: Sockets, count: int, reloader: Reloader
         watcher.cancel()
 
 
-def _lists_command(reloader: Reloader, workers: Workers) -> control.Command:
+def _lists_command(reloader: Reloader, workers: Workers,
+                   periodic: PeriodicService) -> control.Command:
     def lists() -> control.Reply:
         reloader.refresh_lists()
         workers.signal(signal.SIGUSR1)
+        periodic.changed()
         return {"ok": True}
 
     return lists

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from postroom import control, maillog
 from postroom.runner import QueueRunner
 from postroom.runtime import Reloader, changed_keys, needs_restart
+from postroom.serve.periodic import PeriodicService
 from postroom.serve.services import Service
 
 log = logging.getLogger("postroom.serve")
@@ -49,7 +50,8 @@ def apply(reloader: Reloader, services: Sequence[Service], *,
 
 def commands(reloader: Reloader, services: Sequence[Service], runner: QueueRunner, *,
              after_reload: Callable[[], None] | None = None,
-             status: Callable[[], control.Reply] | None = None) -> dict[str, control.Command]:
+             status: Callable[[], control.Reply] | None = None,
+             periodic: PeriodicService | None = None) -> dict[str, control.Command]:
     """The control channel's commands for a server whose delivery runs ``runner``."""
 
     def do_reload() -> control.Reply:
@@ -70,10 +72,18 @@ def commands(reloader: Reloader, services: Sequence[Service], runner: QueueRunne
         reloader.refresh_lists()
         if after_reload is not None:
             after_reload()
+        if periodic is not None:
+            periodic.changed()
         return {"ok": True}
 
     def state() -> control.Reply:
         return status() if status is not None else {"ok": True}
 
+    async def run(name: str) -> control.Reply:
+        if periodic is None or name not in periodic.tasks:
+            known = ", ".join(sorted(periodic.tasks)) if periodic is not None else "none"
+            return {"ok": False, "error": f"no periodic task {name!r} (tasks: {known})"}
+        return {"ok": True, "task": name, **await periodic.run_now(name)}
+
     return {"reload": do_reload, "flush": flush, "new": new, "lists": lists,
-            "status": state}
+            "status": state, "run": run}
