@@ -5,6 +5,9 @@
 #   smtp-sink, smtp-source          postfix's peers in /usr/sbin (tests, bench/)
 #   initdb, pg_ctl, postgres        one PostgreSQL bin directory (tests/pgserver.py)
 #   openssl                         certificates (postroom init, tests)
+#   chromium (headless)             the browser tests (tests/web/test_browser.py, Playwright)
+#   wrk                             the web benchmark (bench/bench_web.py)
+#   rsync                           backup --to pushes (tests/ops: a daemon on 127.0.0.1)
 # Whatever is missing is installed with apt-get, then every capability is checked again.
 # Postfix is preseeded "Local only" and left stopped and disabled: the tests and benchmarks
 # start their own private peers, and a system Postfix would be one more MTA on this machine.
@@ -49,6 +52,13 @@ pg_bindir() {
   return 1
 }
 
+# Installed is not enough: it must start headless and render a page (the browser tests).
+chromium_runs() {
+  [ -x /usr/bin/chromium ] || return 1
+  timeout 60 /usr/bin/chromium --headless --no-sandbox --dump-dom about:blank 2>/dev/null \
+    | grep -q "<body>"
+}
+
 # A missing capability: one line of $missing naming it and its package(s), added to $packages.
 lack() {
   missing="$missing
@@ -74,6 +84,9 @@ check() {
   pg_bindir >/dev/null || lack "PostgreSQL initdb, pg_ctl and postgres runnable \
 (on PATH or in /usr/lib/postgresql/*/bin)" "postgresql"
   openssl version >/dev/null 2>&1 || lack "openssl runnable" "openssl"
+  chromium_runs || lack "chromium that runs headless (--headless --no-sandbox)" "chromium"
+  wrk --version 2>&1 | grep -q "^wrk " || lack "wrk runnable" "wrk"
+  rsync --version >/dev/null 2>&1 || lack "rsync runnable" "rsync"
 }
 
 postfix_running() {

@@ -48,6 +48,8 @@ def configure_site(site: Path, ca: trustme.CA, *, extra: str = "",
     """Turn an example site into a test site: port-0 listeners, test networks, test cert."""
     text = (site / "postroom.toml").read_text()
     text = re.sub(r"^\[\[listeners\]\]\n(?:[^\[\n].*\n|\n)*", "", text, flags=re.M)
+    # the web listener is off in tests unless a test's ``extra`` turns it on (port 0)
+    text = re.sub(r"^\[web\]\n(?:[^\[\n].*\n|\n)*", "", text, flags=re.M)
     text = re.sub(r"^\[networks\]\n(?:[^\[\n].*\n|\n)*", "", text, flags=re.M) \
         if networks else text
     if networks:
@@ -67,11 +69,13 @@ class Server:
     proc: subprocess.Popen[str] | None = None
     ports: dict[str, int] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
+    wrapper: tuple[str, ...] = ()  # a command serve runs under, e.g. ("prlimit", "--nofile=400")
 
     def start(self, timeout: float = 20) -> Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [POSTROOM, "serve", "--site", str(self.site), "--workers", str(self.workers)],
+            [*self.wrapper, POSTROOM, "serve", "--site", str(self.site),
+             "--workers", str(self.workers)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None

@@ -11,13 +11,13 @@ SRC = Path(__file__).parents[1] / "src" / "postroom"
 
 # lowest first; a module may import its own layer and those below
 LAYERS = [
-    {"errors", "addresses", "types", "envelope", "control", "maillog", "safeio"},
+    {"errors", "addresses", "types", "envelope", "control", "maillog", "safeio", "children"},
     {"site"},
-    {"routing"},
+    {"routing", "srs"},
     {"store"},
     {"runtime"},
     {"queue"},
-    {"delivery"},
+    {"delivery", "signing"},
     {"runner"},
     {"smtp"},
     {"intake"},

@@ -218,7 +218,7 @@ def test_open_home_needs_a_profile(tmp_path: Path) -> None:
 def test_layout_says_what_is_backed_up() -> None:
     names = {p.name: p for p in home_mod.LAYOUT}
     assert [n for n, p in names.items() if p.backed_up] == [
-        "postroom.toml", "maps", "tls", "postroom.db", "queue", "mail", "archives", "log"]
+        "postroom.toml", "maps", "tls", "keys", "postroom.db", "queue", "mail", "archives", "log"]
     assert not names["export"].backed_up and not names["state"].backed_up
     assert all(p.holds for p in home_mod.LAYOUT)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -59,7 +60,19 @@ def line(text: str) -> None:
     if _stamp[0] != now:  # strftime once a second, not once a line
         _stamp = (now, time.strftime("%b %d %H:%M:%S", time.localtime(now)))
     line = f"{_stamp[1]} {_host} postroom[{os.getpid()}]: {_clean(text)}\n"
-    os.write(_fd, line.encode("utf-8", "backslashreplace"))  # 8-bit input shows as \xNN
+    try:
+        os.write(_fd, line.encode("utf-8", "backslashreplace"))  # 8-bit input: \xNN
+    except OSError as e:
+        # a full or failing log disk must not stop mail: the line goes to stderr (the
+        # service's journal) instead, and the mail goes on
+        _lost(line, e)
+
+
+def _lost(line: str, e: OSError) -> None:
+    try:
+        sys.stderr.write(f"postroom: mail log not written ({e.strerror}): {line}")
+    except (OSError, ValueError):
+        pass
 
 
 def relay_text(name: str, addr: str) -> str:
@@ -93,10 +106,12 @@ def event(text: str) -> None:
 
 
 def delivery(queue_id: str, to: str, orig_to: str, mailer: str, relay: str, delay: float,
-             tries: int, dsn: str, stat: str) -> None:
+             tries: int, dsn: str, stat: str, *, srs: str = "") -> None:
+    """``srs``: the envelope sender this delivery went out with when SRS rewrote it."""
     d = int(delay)
     delay_text = f"{d // 86400}+{d % 86400 // 3600:02d}:{d % 3600 // 60:02d}:{d % 60:02d}" \
         if d >= 86400 else f"{d // 3600}:{d % 3600 // 60:02d}:{d % 60:02d}"
     orig = f", orig_to=<{orig_to}>" if orig_to and orig_to != to else ""
+    rewritten = f"srs=<{srs}>, " if srs else ""  # before stat=, which stays last
     line(f"{queue_id}: to=<{to}>{orig}, mailer={mailer}, relay={relay}, delay={delay_text}, "
-         f"tries={tries}, dsn={dsn}, stat={stat}")
+         f"tries={tries}, dsn={dsn}, {rewritten}stat={stat}")

@@ -77,7 +77,8 @@ class Reloader:
 
 # Keys a running server cannot change without a restart: the sockets it listens on, how
 # many intake processes it forks, the store its processes keep connections to.
-RESTART_KEYS = ("listeners", "smtp.workers", "database.url")
+RESTART_KEYS = ("listeners", "smtp.workers", "database.url", "web.enabled", "web.address",
+                "web.port", "web.tls", "web.processes")
 
 
 def changed_keys(old: site_mod.Site, new: site_mod.Site) -> list[str]:

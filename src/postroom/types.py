@@ -158,14 +158,25 @@ class Job:
     # a message rendered per recipient at delivery time (a list post: VERP sender and
     # the member's own headers); None: every recipient gets ``message`` from the sender
     render: Render | None = None
+    # the envelope sender of these deliveries when it is not the envelope's (SRS, chosen
+    # per delivery by ``runner.outbound``); the stored envelope is never changed for it
+    sender: str | None = None
+    # told of each delivery the remote server accepted, as soon as it did (the runner
+    # journals it: ``postroom.queue.journal``); None: nobody listens
+    progress: Callable[[Delivery, str], None] | None = None
     _owners: dict[int, Recipient] | None = field(default=None, init=False, repr=False,
                                                  compare=False)
 
     def personal(self, delivery: Delivery) -> tuple[str, bytes]:
         """(envelope sender, message) as this delivery's recipient gets them."""
         if self.render is None:
-            return self.envelope.sender, self.message
+            return self.return_path, self.message
         return self.render(delivery)
+
+    @property
+    def return_path(self) -> str:
+        """The envelope sender (MAIL FROM) these deliveries go out with."""
+        return self.envelope.sender if self.sender is None else self.sender
 
     @property
     def mailer(self) -> str:

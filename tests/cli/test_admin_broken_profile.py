@@ -87,6 +87,8 @@ def test_status_says_the_profile_is_broken_and_no_server_runs(
         f"profile: BROKEN at {site / 'postroom.toml'}:{line}; no server can start until it "
         "is fixed",
         "queue: 1 message(s)",
+        "last export: none recorded (serve runs it on its schedule)",
+        "last backup: none recorded (serve runs it on its schedule)",
     ]
 
 
@@ -97,7 +99,8 @@ def test_status_json_carries_the_error(quoted_port: tuple[Path, str]) -> None:
     assert r.stderr == f"postroom: warning: {error}\n" + GOING_ON
     info = json.loads(r.stdout)
     assert info == {"site": str(site), "running": False, "pid": None, "quiescent": False,
-                    "quiescent_reason": "", "queued": 1, "profile_error": error}
+                    "quiescent_reason": "", "queued": 1, "profile_error": error,
+                    "last_export": None, "last_backup": None}
 
 
 def test_quiesce_and_resume_with_bad_toml(bad_toml: tuple[Path, int]) -> None:

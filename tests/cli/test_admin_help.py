@@ -72,4 +72,7 @@ def test_status_says_plainly_that_no_server_runs(example_site: Path) -> None:
         "delivered",
         "mode: not quiescent (a server started now would take mail)",
         "queue: 0 message(s)",
+        "last export: none recorded (serve runs it on its schedule)",
+        "last backup: none: [backup] dest is not set, so serve takes none (postroom backup "
+        "DEST by hand or cron)",
     ]

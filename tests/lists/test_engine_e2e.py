@@ -47,11 +47,18 @@ async def sink() -> AsyncIterator[Sink]:
     await s.stop()
 
 
-@pytest.fixture
-async def served(example_site: Path, sink: Sink) -> AsyncIterator[tuple[Path, Server]]:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def served(example_site: Path, sink: Sink, request: pytest.FixtureRequest
+                 ) -> AsyncIterator[tuple[Path, Server]]:
+    """A serve of the example site with the list physics (three members) on each store:
+    the default SQLite file, and a real PostgreSQL (a fresh schema)."""
     site = example_site
     configure_site(site, trustme.CA())
     route_to(site, sink.port)
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        with (site / "postroom.toml").open("a") as f:
+            f.write(f'\n[database]\nurl = "{url}"\n')
     ok("db", "upgrade", site=site)
     ok("lists", "create", LIST, "--owner", "owner@example.net", site=site)
     ok("lists", "set", LIST, "subject_prefix=[physics] ", "footer=Physics list footer",
@@ -183,6 +190,9 @@ async def test_mailman_pipe_alias_and_the_examples_list_alias(served: tuple[Path
     ok("lists", "create", "sys-announce@inf.example.ac.uk", site=site)
     ok("lists", "set", "sys-announce@inf.example.ac.uk", "posting_policy=open", site=site)
     ok("members", "add", "sys-announce@inf.example.ac.uk", "ann@example.net", site=site)
+    if "services-unit@" not in ok("lists", "list", site=site):
+        # `postroom init --example` made it in the SQLite store; a PostgreSQL store is new
+        ok("lists", "create", "services-unit@lists.inf.example.ac.uk", site=site)
     ok("members", "add", "services-unit@lists.inf.example.ac.uk", "bob@example.org",
        site=site)
     ok("lists", "set", "services-unit@lists.inf.example.ac.uk", "posting_policy=open",

@@ -100,8 +100,15 @@ def test_serve_exports_at_start_and_when_a_list_is_created(example_site: Path,
         state = json.loads((example_site / "state" / STATE_NAME).read_text())
         assert state["export"]["ok"] is True
         assert state["export"]["said"].startswith("exported ")
-        r = run("status", site=example_site)
-        assert r.returncode == 0
+        r = run("tasks", site=example_site)
+        assert r.returncode == 0, r.stderr
+        (line,) = [x for x in r.stdout.splitlines() if x.startswith("export ")]
+        assert "3600s" in line and " ok " in line and "exported " in line
+        r = run("tasks", "run", "export", site=example_site)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("export: done: exported ")
+        r = run("tasks", "run", "nosuch", site=example_site)
+        assert r.returncode == 70 and "no periodic task 'nosuch'" in r.stderr
     finally:
         assert server.stop() == 0
     assert "export: done: exported " in server.log()

@@ -27,6 +27,13 @@ COMMANDS = {
     "resume": "postroom.cli.quiesce:resume",
     "status": "postroom.cli.quiesce:status",
     "export-addresses": "postroom.cli.export:export_addresses",
+    "tasks": "postroom.cli.tasks:tasks",
+    "web-admin": "postroom.cli.web_admin:web_admin",
+    "dkim": "postroom.cli.deliverability:dkim",
+    "srs": "postroom.cli.deliverability:srs",
+    "backup": "postroom.cli.backup:backup",
+    "restore": "postroom.cli.restore:restore",
+    "check": "postroom.cli.check:check",
 }
 
 

@@ -11,14 +11,14 @@ from postroom.cli.options import reports_errors, site_option
 
 @click.command(short_help="Export the valid addresses for the upstream relays.")
 @site_option
-@click.option("--max-shrink", type=click.FloatRange(0, 100), default=10.0, show_default=True,
-              metavar="PERCENT",
-              help="Keep the old files (exit 75) if the list would lose more than this.")
+@click.option("--max-shrink", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",
+              help="Keep the old files (exit 75) if the list would lose more than this "
+                   "(default: [export] max_shrink, 10).")
 @click.option("--force", is_flag=True, help="Write even if the list shrinks past --max-shrink.")
 @click.option("--host-names", is_flag=True,
               help="Export local names in every host name too, not only site.domains.")
 @reports_errors
-def export_addresses(site_dir: str | None, max_shrink: float, force: bool,
+def export_addresses(site_dir: str | None, max_shrink: float | None, force: bool,
                      host_names: bool) -> None:
     """Write SITE/export/valid-addresses.txt (one address a line) and relay_recipients
     (Postfix relay_recipient_maps: "addr OK"), atomically: every local user, alias, forward,
@@ -28,6 +28,8 @@ def export_addresses(site_dir: str | None, max_shrink: float, force: bool,
     from postroom.runtime import build
 
     rt = build(site_dir)
+    if max_shrink is None:
+        max_shrink = rt.site.profile.export.max_shrink
     try:
         result = export(rt, max_shrink=max_shrink, force=force, host_names=host_names)
     except ShrinkRefused as e:

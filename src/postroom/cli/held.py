@@ -4,7 +4,6 @@ moderator."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -80,26 +79,14 @@ def approve(site_dir: str | None, held_ids: tuple[int, ...]) -> None:
 
 def _decide(site_dir: str | None, held_ids: tuple[int, ...], *, tell: bool,
             reason: str) -> None:
-    from postroom.lists import held as held_posts
-    from postroom.lists.notices import notice
-    from postroom.lists.store import settings_for
+    from postroom.lists import moderation
     from postroom.runner.inject import inject_from_command
 
     rt = _runtime(site_dir)
-    status = 0
     for held_id in held_ids:
-        h, _ = held_posts.get(rt.site, held_id)
-        s = settings_for(rt.site, h.list_address)
-        if tell and s is not None and h.sender:
-            made = notice(s, rt, to=h.sender, subject=f"Your post to {s.address} was rejected",
-                          text=f"Your message to {s.address} ({h.subject}) was not sent to "
-                               f"the list: {reason or 'rejected by the moderator'}.\n")
-            if made is not None:
-                inject_from_command(*made, site=rt.site)
-        held_posts.forget(rt.site, h)
+        for made in moderation.refuse(rt, held_id, reason=reason, tell=tell):
+            inject_from_command(*made, site=rt.site)
         click.echo(f"{held_id}: {'rejected, sender told' if tell else 'discarded'}")
-    if status:
-        sys.exit(status)
 
 
 @held.command()

@@ -62,6 +62,7 @@ def init(directory: Path, example: bool, domain: str, force: bool) -> None:
         (directory / "maps" / "local-users").write_text("root\n")
     _make_store(directory, example)
     _make_certificate(directory)
+    _make_srs_secret(directory)
     click.echo(f"site written to {directory.resolve()}")
 
 
@@ -89,6 +90,14 @@ def _make_certificate(directory: Path) -> None:
         return
     make_self_signed(cert, key, s.profile.site.hostname)
     click.echo(f"self-signed certificate for {s.profile.site.hostname} written to {cert}")
+
+
+def _make_srs_secret(directory: Path) -> None:
+    from postroom import site as site_mod
+    from postroom.srs import secrets
+
+    s = site_mod.load(directory)
+    secrets.ensure(s.path(s.profile.srs.secret_file))
 
 
 def _make_store(directory: Path, example: bool) -> None:

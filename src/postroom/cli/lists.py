@@ -54,7 +54,7 @@ def list_(site_dir: str | None) -> None:
         click.echo(info.address)
 
 
-@lists.command()
+@lists.command(short_help="Delete a list, with its members and settings.")
 @site_option
 @click.argument("address", metavar="NAME@DOMAIN")
 @reports_errors
@@ -120,3 +120,86 @@ def set_(site_dir: str | None, address: str, pairs: tuple[str, ...]) -> None:
     settings = update_settings(site, name, domain, values)
     for key in values:
         click.echo(f"{settings.address}: {key} = {show_value(settings, key)}")
+
+
+@lists.command(short_help="Send the pending digest of LIST (or of every list) now.")
+@site_option
+@click.argument("address", metavar="LIST", required=False)
+@reports_errors
+def digest(site_dir: str | None, address: str | None) -> None:
+    """Send the digest of LIST now, whether or not its size or period is reached (without
+    LIST: every list with posts pending). 'serve' sends due digests by itself, every
+    [lists] digest_check."""
+    from postroom import runtime
+    from postroom.lists import digest as digests
+    from postroom.lists.store import find_list, settings_for
+    from postroom.runner.inject import inject_from_command
+
+    rt = runtime.build(site_dir)
+
+    def inject(env: object, message: bytes) -> str:
+        from postroom.envelope import Envelope
+
+        assert isinstance(env, Envelope)
+        return inject_from_command(env, message, site=rt.site)
+
+    if address is None:
+        said = digests.send_due(rt, inject, force=True)
+    else:
+        name, domain = find_list(rt.site, address)
+        s = settings_for(rt.site, f"{name}@{domain}")
+        assert s is not None
+        line = digests.send_issue(rt, s, inject)
+        said = [line] if line else []
+    click.echo("\n".join(said) if said else "no digest pending")
+
+
+@lists.command("import-config", short_help="Settings from Mailman 2's config_list -o.")
+@site_option
+@click.argument("address", metavar="LIST")
+@click.argument("file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print what would be set; change nothing.")
+@reports_errors
+def import_config(site_dir: str | None, address: str, file: str, dry_run: bool) -> None:
+    """Set LIST's settings from FILE, the output of Mailman 2's 'config_list -o FILE LIST'
+    (read, never run). Prints each setting set, and a note for each Mailman variable kept
+    differently or not at all."""
+    from pathlib import Path
+
+    from postroom import site as site_mod
+    from postroom.lists.mailman_config import read_config, settings_from_config
+    from postroom.lists.settings_text import show_value
+    from postroom.lists.store import find_list, get_settings, update_settings
+
+    site = site_mod.load(site_dir)
+    name, domain = find_list(site, address)
+    cfg = read_config(Path(file).read_text(encoding="utf-8", errors="replace"), file)
+    got = settings_from_config(cfg, get_settings(site, name, domain))
+    settings = get_settings(site, name, domain) if dry_run else update_settings(
+        site, name, domain, got.values)
+    for key, value in got.values.items():
+        shown = show_value(settings, key) if not dry_run else repr(value)
+        click.echo(f"{name}@{domain}: {key} = {shown}" + (" (dry run)" if dry_run else ""))
+    for note in got.notes:
+        click.echo(f"note: {note}")
+
+
+@lists.command("import-archive", short_help="A Pipermail mbox into the list's archive.")
+@site_option
+@click.argument("address", metavar="LIST")
+@click.argument("mbox", metavar="MBOX", type=click.Path(dir_okay=False))
+@reports_errors
+def import_archive(site_dir: str | None, address: str, mbox: str) -> None:
+    """Append every message of MBOX (Mailman 2: archives/private/LIST.mbox/LIST.mbox) to
+    LIST's archive, each under the month of its Date."""
+    from pathlib import Path
+
+    from postroom import site as site_mod
+    from postroom.lists.mailman_config import import_pipermail
+    from postroom.lists.store import find_list, get_settings
+
+    site = site_mod.load(site_dir)
+    name, domain = find_list(site, address)
+    done = import_pipermail(site, get_settings(site, name, domain), Path(mbox))
+    click.echo(f"{name}@{domain}: {done.messages} messages archived"
+               + (f", {done.skipped} not (the list keeps no archive)" if done.skipped else ""))

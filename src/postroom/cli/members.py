@@ -60,7 +60,7 @@ def _progress(label: str) -> Iterator[Callable[[int], Callable[[int], None] | No
 
 
 def _read_addresses(addresses: Sequence[str], file: str | None, moderated: bool,
-                    digest: bool) -> tuple[list[Member], list[str]]:
+                    digest: bool, plain: bool = False) -> tuple[list[Member], list[str]]:
     from postroom.lists.model import DeliveryMode, Member
     from postroom.lists.sync import parse_members, read_file
 
@@ -70,7 +70,8 @@ def _read_addresses(addresses: Sequence[str], file: str | None, moderated: bool,
         more, more_errors = parse_members(lines, "stdin" if file == "-" else file)
         found += more
         errors += more_errors
-    mode = DeliveryMode.MIME_DIGEST if digest else DeliveryMode.REGULAR
+    mode = (DeliveryMode.PLAIN_DIGEST if plain else DeliveryMode.MIME_DIGEST if digest
+            else DeliveryMode.REGULAR)
     return [Member(m.address, m.display_name, True, mode, moderated) for m in found], errors
 
 
@@ -82,16 +83,18 @@ def _read_addresses(addresses: Sequence[str], file: str | None, moderated: bool,
               help="Also the addresses in F, one a line ('Name <addr>' too; - for stdin).")
 @click.option("--moderated", is_flag=True, help="Hold the new members' posts.")
 @click.option("--digest", is_flag=True, help="Deliver to the new members as MIME digests.")
+@click.option("--plain-digest", is_flag=True,
+              help="Deliver to the new members as plain-text (RFC 1153) digests.")
 @reports_errors
 def add(site_dir: str | None, address: str, addresses: tuple[str, ...], file: str | None,
-        moderated: bool, digest: bool) -> None:
+        moderated: bool, digest: bool, plain_digest: bool) -> None:
     """Add members to LIST; those already members are left as they are."""
     from postroom import site as site_mod
     from postroom.lists.store import add_members, find_list
 
     site = site_mod.load(site_dir)
     name, domain = find_list(site, address)
-    new, errors = _read_addresses(addresses, file, moderated, digest)
+    new, errors = _read_addresses(addresses, file, moderated, digest, plain_digest)
     if errors:
         _fail(errors, f"nobody added to {name}@{domain} (fix the lines above)")
     if not new:
@@ -120,6 +123,30 @@ def remove(site_dir: str | None, address: str, addresses: tuple[str, ...]) -> No
     for a in missing:
         click.echo(f"postroom: {a} is not a member of {name}@{domain}", err=True)
     click.echo(f"{name}@{domain}: {len(removed)} removed")
+
+
+@members.command(short_help="Turn delivery on again for ADDR... (after bounces).")
+@site_option
+@click.argument("address", metavar="LIST")
+@click.argument("addresses", metavar="ADDR...", nargs=-1, required=True)
+@reports_errors
+def enable(site_dir: str | None, address: str, addresses: tuple[str, ...]) -> None:
+    """Turn delivery on again for members whose delivery bounce processing turned off
+    (their bounce score starts again from zero)."""
+    from postroom import site as site_mod
+    from postroom.lists.bounces import reenable
+    from postroom.lists.store import find_list, settings_for
+
+    site = site_mod.load(site_dir)
+    name, domain = find_list(site, address)
+    s = settings_for(site, f"{name}@{domain}")
+    assert s is not None
+    missing = [a for a in addresses if not reenable(site, s, a)]
+    for a in missing:
+        click.echo(f"{a}: not a member of {name}@{domain}", err=True)
+    click.echo(f"{name}@{domain}: delivery on for {len(addresses) - len(missing)} member(s)")
+    if missing:
+        sys.exit(1)
 
 
 @members.command("list", short_help="List the members, a page at a time.")

@@ -174,12 +174,19 @@ def import_(ctx: click.Context, site_dir: str | None, keep: bool,
                 click.echo(f"{old}: imported as {new}")
             for old in report.already:
                 click.echo(f"{old}: already imported by an earlier run")
+            for old in report.merged:
+                click.echo(f"{old}: restored here too: taken once, with the old disk's state")
+            for old in report.finished:
+                click.echo(f"{old}: restored here, finished on the old machine after the "
+                           "backup: removed here")
             for old, why in report.skipped:
                 click.echo(f"postroom: {old}: not imported: {why}", err=True)
                 status = EX_DATAERR
             for warning in report.warnings:
                 click.echo(f"postroom: {warning}", err=True)
-            click.echo(f"{source}: {len(report.imported)} imported, "
+            after_restore = (f"{len(report.merged)} merged, {len(report.finished)} "
+                             "finished there, ") if report.merged or report.finished else ""
+            click.echo(f"{source}: {len(report.imported)} imported, {after_restore}"
                        f"{len(report.skipped)} skipped")
     if control.request(site.state_dir, "status") is None:
         click.echo("no server running (they are delivered when it starts)")

@@ -63,9 +63,10 @@ def status(site_dir: str | None, as_json: bool) -> None:
     """Say whether a server runs for the site, whether the site is quiescent and why, and
     how many messages are queued."""
     from postroom.ops.status import status_of
+    from postroom.serve.periodic import read_state
 
     home = open_home(site_dir)
-    st = status_of(home)
+    st = status_of(home, read_state(home.state_dir))
     pid, quiescent, why, queued = st.pid, st.quiescent, st.quiescent_reason, st.queued
     broken = home.profile_error
     info = st.as_dict()
@@ -91,3 +92,28 @@ def status(site_dir: str | None, as_json: bool) -> None:
         where = f"{broken.file}:{broken.line}" if broken.line else broken.file
         click.echo(f"profile: BROKEN at {where}; no server can start until it is fixed")
     click.echo(f"queue: {queued} message(s)")
+    click.echo(f"last export: {_last_run(st.last_export)}")
+    profile = getattr(home, "profile", None)
+    if st.last_backup is None and profile is not None and not profile.backup.dest:
+        click.echo("last backup: none: [backup] dest is not set, so serve takes none "
+                   "(postroom backup DEST by hand or cron)")
+    else:
+        click.echo(f"last backup: {_last_run(st.last_backup)}")
+
+
+def _last_run(entry: dict[str, object] | None) -> str:
+    """One periodic task's last run, as ``postroom status`` shows it."""
+    import time
+
+    def when(t: object) -> str:
+        seconds = float(t) if isinstance(t, int | float) else 0.0
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+    if not entry:
+        return "none recorded (serve runs it on its schedule)"
+
+    if entry.get("ok"):
+        return f"{when(entry.get('end'))}, ok: {entry.get('said')}"
+    good = entry.get("last_ok")
+    since = f"; last good {when(good)}" if good else "; never succeeded"
+    return f"{when(entry.get('end'))}, FAILED: {entry.get('said')}{since}"

@@ -181,6 +181,16 @@ class MxResolver:
 
     # -- public ---------------------------------------------------------------------------
 
+    async def txt(self, name: str) -> list[str]:
+        """The TXT records at ``name``, each one's strings joined; [] for none and for a
+        failed lookup (MTA-STS takes both as no policy)."""
+        try:
+            answer = await self._dns().resolve(name, "TXT", search=False)
+        except (dns.exception.DNSException, TemporaryFailure):
+            return []
+        return [b"".join(getattr(r, "strings", ())).decode("utf-8", "replace")
+                for r in answer]
+
     async def targets(self, spec: str | Destination) -> list[Target]:
         dest = spec if isinstance(spec, Destination) else self._parse(spec)
         if dest.literal:

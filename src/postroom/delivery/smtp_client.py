@@ -43,7 +43,7 @@ from postroom.delivery.smtp.trouble import (
 )
 from postroom.envelope import Delivery
 from postroom.errors import DeliveryError, PermanentFailure
-from postroom.types import Attempt, Job, from_error
+from postroom.types import Attempt, Job, Outcome, from_error
 
 __all__ = ["Policy", "SmtpClient", "TlsMode", "bad_destination", "destination_of",
            "parse_reply"]
@@ -126,13 +126,23 @@ class SmtpClient:
         """The transactions the recipients need; a message rendered per recipient gets
         one transaction each (its own sender and bytes), on the same connection."""
         if job.render is None:
-            return await transactions(session, job, pending, done, self.batch)
+            unsent = await transactions(session, job, pending, done, self.batch)
+            if job.progress is not None:
+                for d in pending:
+                    attempt = done.get(id(d))
+                    if attempt is not None and attempt.outcome is Outcome.SENT:
+                        job.progress(d, attempt.reply)
+            return unsent
         left: list[Delivery] = []
         for i, d in enumerate(pending):
             sender, message = job.personal(d)
             one = Job(dataclasses.replace(job.envelope, sender=sender), message, [d],
                       job.queue_id)
             left += await transactions(session, one, [d], done, 1)
+            attempt = done.get(id(d))
+            if job.progress is not None and attempt is not None \
+                    and attempt.outcome is Outcome.SENT:
+                job.progress(d, attempt.reply)
             if not session.alive:
                 return left + pending[i + 1:]
         return left

@@ -4,9 +4,12 @@ per core on shared sockets, so the kernel spreads connections across processes a
 cores take mail.
 
 Each connection is built from the runtime in force when it arrives (message size, line
-length, idle timeout); the TLS contexts are kept and their certificate loaded again on
-reload, so the next handshake uses a renewed certificate. Draining stops listening,
-closes idle sessions with 421, and lets open transactions finish.
+length, idle timeout) and admitted by the process's ``ConnectionGate`` (connection
+limits, ``postroom.smtp.limits``: counted with the other intake processes of the server);
+at start the process's file descriptor limit is raised to its hard limit. The TLS
+contexts are kept and their certificate loaded again on reload, so the next handshake
+uses a renewed certificate. Draining stops listening, closes idle sessions with 421, and
+lets open transactions finish.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from postroom.runtime import Reloader
 from postroom.site import Listener, Site
 from postroom.smtp.adapter import check_aiosmtpd
 from postroom.smtp.handler import Handler
+from postroom.smtp.limits import ConnectionGate, raise_fd_limit
 from postroom.smtp.server import PostroomSMTP
 from postroom.smtp.tls import reload_certificate, server_context
 
 log = logging.getLogger("postroom.intake")
 DRAIN_SECONDS = 30.0
+# connections the kernel completes before a process accepts them; create_server would
+# otherwise listen() again with its default of 100, and a burst of clients past that waits
+# for a SYN retransmission (1 s, then 3 s)
+LISTEN_BACKLOG = 1024
 
 
 def bind(listener: Listener) -> socket.socket:
@@ -39,7 +47,7 @@ def bind(listener: Listener) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((listener.address, listener.port))
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -61,19 +69,27 @@ class Intake:
     servers: list[asyncio.Server] = field(default_factory=list)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     ctx: Any = None
+    gate: ConnectionGate | None = None
 
     async def start(self) -> None:
         check_aiosmtpd()  # a wrong aiosmtpd stops start-up, not each connection
         site = self.reloader.current.site
         self.ctx = tls_contexts(site)["ctx"]
+        before, after = raise_fd_limit()
+        self.gate = ConnectionGate(site.state_dir)
+        if after != before:
+            log.info("file descriptor limit raised from %d to %d", before, after)
+        if not self.gate.table.shared:
+            maillog.event("warning: connection limits are counted in each intake process "
+                          "alone (state/connections cannot be used; see the error log)")
         loop = asyncio.get_running_loop()
         for listener, sock in self.sockets:
             handler = Handler(listener=listener, reloader=self.reloader,
-                              queue=self.runner.inject)
+                              queue=self.runner.inject, gate=self.gate)
             self.handlers.append(handler)
             implicit = listener.role == "submissions"
             server = await loop.create_server(
-                functools.partial(self._session, handler), sock=sock,
+                functools.partial(self._session, handler), sock=sock, backlog=LISTEN_BACKLOG,
                 ssl=self.ctx if implicit else None,
                 ssl_handshake_timeout=30 if implicit else None)
             self.servers.append(server)

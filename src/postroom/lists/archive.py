@@ -25,11 +25,11 @@ def mbox_path(site: Site, settings: ListSettings, month: str) -> Path:
     return site.home / "archives" / settings.address / f"{month}.mbox"
 
 
-def _from_line(sender: str, when: datetime) -> bytes:
+def from_line(sender: str, when: datetime) -> bytes:
     return f"From {sender or 'MAILER-DAEMON'} {when.strftime('%a %b %d %H:%M:%S %Y')}\n".encode()
 
 
-def _mboxrd(message: bytes) -> bytes:
+def mboxrd(message: bytes) -> bytes:
     """The message with LF line ends and ``>``-quoted From lines (mboxrd)."""
     lines = message.replace(b"\r\n", b"\n").split(b"\n")
     out = [b">" + line if line.lstrip(b">").startswith(b"From ") else line for line in lines]
@@ -47,7 +47,7 @@ def archive(site: Site, settings: ListSettings, message: EmailMessage, raw: byte
     month = when.strftime("%Y-%m")
     path = mbox_path(site, settings, month)
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = _from_line(sender, when) + _mboxrd(raw) + b"\n"
+    entry = from_line(sender, when) + mboxrd(raw) + b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # several processes may archive at once
@@ -55,7 +55,11 @@ def archive(site: Site, settings: ListSettings, message: EmailMessage, raw: byte
         safeio.write_and_fsync(fd, entry, path)
     finally:
         os.close(fd)
-    date = email.utils.parsedate_to_datetime(message["Date"]) if message["Date"] else when
+    try:
+        date = email.utils.parsedate_to_datetime(str(message["Date"])) if message["Date"] \
+            else when
+    except (TypeError, ValueError, IndexError):  # a Date nobody can read: when it came
+        date = when
     if date.tzinfo is None:
         date = date.replace(tzinfo=UTC)
     parent = (message.get("In-Reply-To") or "").strip() or None

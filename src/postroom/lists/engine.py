@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from postroom import maillog
 from postroom.envelope import Envelope
 from postroom.errors import PermanentFailure, PostroomError
-from postroom.lists import archive, bounces, fanout, held, store, subscribe
+from postroom.lists import archive, bounces, digest, fanout, held, moderation, store, subscribe
 from postroom.lists.context import PostContext, TxtLookup
 from postroom.lists.dmarc import DnsTxt
 from postroom.lists.model import ListSettings, RuleAction
@@ -62,7 +62,12 @@ class ListEngine:
         elif target.service == "owner":
             await self._to_owners(target.settings, envelope.sender, message)
         elif target.service == "bounces":
-            await asyncio.to_thread(bounces.register, site, target, envelope, message)
+            for env, body in await asyncio.to_thread(bounces.register, site, target,
+                                                     envelope, message):
+                await self.inject(env, body)
+        elif target.service == "confirm" and (held_id := await asyncio.to_thread(
+                moderation.held_for_token, self.runtime(), target, target.detail)) is not None:
+            await self.decide_by_reply(target, held_id, envelope.sender, message)
         else:
             for env, body in await asyncio.to_thread(
                     subscribe.handle, site, target, envelope.sender, message):
@@ -110,12 +115,14 @@ class ListEngine:
             maillog.line(f"list {s.address}: post from <{sender}> discarded: {ctx.reason}")
 
     async def send(self, ctx: PostContext) -> str:
-        """An accepted (or approved) post: archive it, then queue it once for every member."""
+        """An accepted (or approved) post: archive it, keep it for the digest members, then
+    queue it once for every member who takes each post."""
         assert ctx.outgoing is not None
         rt = self.runtime()
         s = ctx.settings
         await asyncio.to_thread(archive.archive, rt.site, s, ctx.message, ctx.outgoing,
                                 ctx.sender)
+        await asyncio.to_thread(digest.collect, rt.site, s, ctx.outgoing, ctx.sender)
         members = [m for page in await asyncio.to_thread(
             lambda: list(store.members_for_delivery(rt.site, s.address))) for m in page]
         env = fanout.post_envelope(s, members, rt.resolver, rt.site.profile.site.hostname)
@@ -138,6 +145,7 @@ class ListEngine:
         await asyncio.to_thread(run, ctx, HANDLERS)
         qid = await self.send(ctx)
         await asyncio.to_thread(held.forget, rt.site, h)
+        await asyncio.to_thread(moderation.forget_tokens, rt, held_id)
         return qid
 
     # -- notices ----------------------------------------------------------------------------
@@ -151,14 +159,49 @@ class ListEngine:
         rt = self.runtime()
         roles = await asyncio.to_thread(store.roles, rt.site, s.address)
         to = sorted(set(roles.moderators) | set(roles.owners)) if roles else []
+        target = await asyncio.to_thread(store.target_for, rt.site, s.address)
+        if not to or target is None:
+            return
+        token = await asyncio.to_thread(moderation.decider_token, rt, target, held_id)
+        decide_at = f"{s.name}-confirm+{token}@{s.domain}"
         subject = str(ctx.message["Subject"] or "")
         text = (f"A post to {s.address} is held for approval.\n\n"
                 f"  From:    {sender}\n  Subject: {subject}\n  Reason:  {ctx.reason}\n\n"
-                f"Decide with:  postroom held approve|reject|discard {held_id}\n")
+                f"To decide, reply to this message (it goes to {decide_at})\n"
+                f"with one of these words as the first line:\n\n"
+                f"  approve            send it to the list\n"
+                f"  reject REASON      refuse it; the sender is told REASON\n"
+                f"  discard            drop it silently\n\n"
+                f"Or on the server:  postroom held approve|reject|discard {held_id}\n")
         for addr in to:
-            await self._inject(notice(s, rt, to=addr, text=text,
+            await self._inject(notice(s, rt, to=addr, text=text, reply_to=decide_at,
                                       subject=f"{s.address}: post held for approval "
                                               f"({held_id})"))
+
+    async def decide_by_reply(self, target: store.ListTarget, held_id: int, sender: str,
+                              message: bytes) -> None:
+        """A reply to a held-post notice: approve, reject or discard, from a moderator."""
+        rt = self.runtime()
+        s = target.settings
+        if not await asyncio.to_thread(moderation.may_decide, rt, s, sender):
+            maillog.line(f"list {s.address}: decision on held post {held_id} from "
+                         f"<{sender}> ignored: not a moderator or owner")
+            return
+        word, rest = moderation.reply_command(message)
+        if word == "approve":
+            qid = await self.approve(held_id)
+            maillog.line(f"list {s.address}: held post {held_id} approved by <{sender}>"
+                         + (f", queued as {qid}" if qid else ""))
+        elif word in ("reject", "discard"):
+            for made in await asyncio.to_thread(moderation.refuse, rt, held_id, reason=rest,
+                                                tell=word == "reject"):
+                await self.inject(*made)
+        else:
+            await self._inject(notice(
+                s, rt, to=sender, subject=f"{s.address}: held post {held_id} not decided",
+                text=("Your reply did not say what to do with the held post. Reply to the "
+                      "notice again with one of these words as the first line:\n\n"
+                      "  approve\n  reject REASON\n  discard\n")))
 
     async def _to_owners(self, s: ListSettings, sender: str, message: bytes) -> None:
         rt = self.runtime()

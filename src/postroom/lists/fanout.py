@@ -2,7 +2,8 @@
 per member (kind ``list-post``), and each member's copy is rendered at delivery time
 (``renderer``): the envelope sender is the member's VERP address, so a bounce names the
 member, and the copy carries the member's own RFC 8058 unsubscribe link. Stored once,
-rendered per member: 10,000 members cost one queue write, not 10,000."""
+rendered per member: 10,000 members cost one queue write, not 10,000. Each copy is
+DKIM-signed (the list's domain) and ARC-sealed last, after the member's own headers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from postroom.lists.decorate import UnsubscribeLinks, personalise
 from postroom.lists.model import ListSettings, Member
 from postroom.queue import accept
 from postroom.routing.resolve import Resolver
+from postroom.signing import for_site as outgoing_for
 from postroom.site import Site
 from postroom.types import Render
 
@@ -63,11 +65,13 @@ class Renderer:
         settings = target.settings
         secret = target.secret.encode()
         links = UnsubscribeLinks.for_list(settings, self.web_base)
+        outgoing = outgoing_for(self.site())
 
         def render(d: Delivery) -> tuple[str, bytes]:
             member = d.address
             token = tokens.unsubscribe_token(secret, settings.list_id, member)
             return (tokens.verp_sender(settings.name, settings.domain, member),
-                    personalise(message, member, token, links))
+                    outgoing.list_copy(personalise(message, member, token, links),
+                                       settings.domain))
 
         return render

@@ -14,6 +14,8 @@ from postroom.lists.model import ListSettings
 from postroom.queue import accept
 from postroom.runtime import Runtime
 
+Mail = tuple[Envelope, bytes]
+
 
 def notice(s: ListSettings, rt: Runtime, *, to: str, subject: str, text: str,
            reply_to: str = "") -> tuple[Envelope, bytes] | None:

@@ -165,7 +165,8 @@ class SyncPlan:
 
 
 def plan_sync(have: dict[str, str], wanted: Sequence[Member],
-              max_shrink: float = DEFAULT_MAX_SHRINK) -> SyncPlan:
+              max_shrink: float = DEFAULT_MAX_SHRINK,
+              allow: str = "give --max-shrink PERCENT") -> SyncPlan:
     """The diff from ``have`` (address -> display name) to ``wanted``, and the guard."""
     want = {m.address: m for m in wanted}
     plan = SyncPlan(before=len(have), after=len(want))
@@ -180,7 +181,7 @@ def plan_sync(have: dict[str, str], wanted: Sequence[Member],
         shrink = 100.0 * (plan.before - plan.after) / plan.before
         plan.refused = (f"the list would shrink from {plan.before} to {plan.after} members "
                         f"(-{shrink:.0f} %, more than the {max_shrink:g} % allowed; "
-                        "fix: check the source, or give --max-shrink PERCENT)")
+                        f"fix: check the source, or {allow})")
     return plan
 
 
@@ -197,6 +198,7 @@ def _rename(conn: Connection, list_id: int, members: Sequence[Member]) -> None:
 
 def sync_members(site: Site, name: str, domain: str, wanted: Sequence[Member], *,
                  dry_run: bool = False, max_shrink: float = DEFAULT_MAX_SHRINK,
+                 allow: str = "give --max-shrink PERCENT",
                  progress: Callable[[int], Progress | None] | None = None) -> SyncPlan:
     """Plan the sync against the list as it is, and apply it in the same transaction
     unless it is refused or ``dry_run``. ``progress(total)`` may give a callback that is
@@ -205,7 +207,7 @@ def sync_members(site: Site, name: str, domain: str, wanted: Sequence[Member], *
     def work(conn: Connection) -> SyncPlan:
         with conn.begin():
             list_id = list_id_of(conn, name, domain)
-            plan = plan_sync(current_members(conn, list_id), wanted, max_shrink)
+            plan = plan_sync(current_members(conn, list_id), wanted, max_shrink, allow)
             if plan.refused or dry_run or not plan.changes:
                 return plan
             tick = progress(plan.changes) if progress is not None else None

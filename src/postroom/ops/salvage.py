@@ -20,6 +20,16 @@ here are skipped, so a run interrupted between queueing a message and marking it
 source, or an ID present in both ``active/`` and ``hold/`` after a crash, does not give two
 copies. A message imported has its envelope moved to ``SOURCE/imported/`` (unless
 ``keep``). A source still used by a running server (its ``queue/lock`` held) is refused.
+
+After a restore (``state/restored.json`` lists the queue IDs of the backup), the dead
+machine's queue and the restored one overlap. A message in both, with the same queue ID
+and the same Message-ID, is taken once: the restored copy keeps its ID and gets the dead
+machine's envelope, which is newer (what it delivered after the backup is not delivered
+again) (``merged``). A restored message the dead machine no longer has was finished there
+after the backup, delivered or returned: it is removed here (``finished``), when the old
+machine's state shows it: its mail log names the ID, or its queue shares IDs with the
+backup (so it is the queue the backup was taken of). Without that evidence the copy is
+kept, with a warning: a message may arrive twice, none is lost.
 """
 
 from __future__ import annotations
@@ -59,6 +69,8 @@ class Salvage:
     already: list[str] = field(default_factory=list)   # old IDs imported by an earlier run
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (old ID, why)
     warnings: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)    # restored here too: taken once
+    finished: list[str] = field(default_factory=list)  # restored, but done on the old machine
 
 
 def queue_dir(source: Path) -> Path:
@@ -75,18 +87,26 @@ def import_queue(source: Path, spool: Spool, site: SiteHome, *, keep: bool = Fal
     if src.resolve() == spool.root.resolve():
         raise QueueError(f"{source}: that is this server's own queue")
     report = Salvage()
+    restored = _restored_ids(site, spool)
     with _unused(src):
         done = _already_here(spool)
+        seen = set(_listed(src / IMPORTED))
         for state in (ACTIVE, HOLD):
             for qid in _listed(src / state):
+                seen.add(qid)
                 if qid in done:
                     report.already.append(qid)
                     _mark(src, state, qid, keep, report, f"{qid}: already imported")
+                    continue
+                if qid in restored and _merge(src, state, qid, spool, report):
+                    done.add(qid)
+                    _mark(src, state, qid, keep, report, f"{qid}: merged")
                     continue
                 new = _import_one(src, state, qid, spool, site, report)
                 if new is not None:
                     done.add(qid)
                     _mark(src, state, qid, keep, report, f"{qid}: imported as {new}")
+        _finished_there(src, restored, seen, spool, report)
         corrupt = src / CORRUPT
         for name in sorted(os.listdir(corrupt)) if corrupt.is_dir() else []:
             report.skipped.append((name.split(".")[0], f"the dead machine had put its "
@@ -199,3 +219,88 @@ def _fsync_dir(path: Path, report: Salvage) -> None:
         safeio.fsync_dir(path)
     except OSError as e:
         report.warnings.append(f"cannot fsync {path}: {e.strerror}")
+
+
+# -- after a restore: the restored queue and the dead machine's queue overlap
+
+def _restored_ids(site: SiteHome, spool: Spool) -> set[str]:
+    """Queue IDs that came back with a restore and are still queued here as restored."""
+    import json
+
+    try:
+        record = json.loads((site.state_dir / "restored.json").read_text())
+        ids_ = {str(q) for q in record.get("queue", [])}
+    except (OSError, ValueError, AttributeError):
+        return set()
+    out = set()
+    for qid in ids_ & set(spool.ids()):
+        try:
+            if not spool.load(qid).salvaged_from:
+                out.add(qid)
+        except QueueError:
+            continue
+    return out
+
+
+def _message_id(data: bytes) -> str:
+    from email.parser import BytesHeaderParser
+
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return str(BytesHeaderParser().parsebytes(head + b"\n\n").get("Message-ID", "")).strip()
+
+
+def _merge(src: Path, state: str, qid: str, spool: Spool, report: Salvage) -> bool:
+    """The dead machine's envelope for a message restored here (same ID and Message-ID)
+    replaces the restored one; False when it is another message after all."""
+    try:
+        theirs = parse_envelope(_read_regular(src / state / (qid + ENV_SUFFIX)))
+        same = _message_id(_read_regular(src / MSG / (qid + MSG_SUFFIX))) == \
+            _message_id(spool.read_message(qid))
+    except (OSError, ValueError, QueueError):
+        return False
+    if not same:
+        return False
+    theirs.id, theirs.salvaged_from = qid, qid
+    try:
+        spool.update(theirs)
+        if state == HOLD:
+            spool.hold(qid)
+    except QueueError as e:
+        report.warnings.append(f"{qid}: restored here and on the old disk, but its state "
+                               f"could not be taken over ({e}); the restored copy stays")
+        return True
+    report.merged.append(qid)
+    return True
+
+
+def _logged(src: Path) -> bytes:
+    """The old machine's mail log, when the source is (in) its site home."""
+    for home in (src.parent, src):
+        log = home / "log" / "mail.log"
+        try:
+            return _read_regular(log)
+        except OSError:
+            continue
+    return b""
+
+
+def _finished_there(src: Path, restored: set[str], seen: set[str], spool: Spool,
+                    report: Salvage) -> None:
+    gone = sorted(restored - seen)
+    if not gone:
+        return
+    log = _logged(src)
+    overlap = bool(restored & seen)
+    for qid in gone:
+        if not overlap and f"{qid}: ".encode() not in log:
+            report.warnings.append(f"{qid}: restored here, not in {src}: the old machine may "
+                                   "have delivered it after the backup; kept (it may arrive "
+                                   "twice)")
+            continue
+        try:
+            spool.delete(qid)
+        except QueueError as e:
+            report.warnings.append(f"{qid}: finished on the old machine, but cannot be "
+                                   f"removed here: {e}")
+            continue
+        report.finished.append(qid)

@@ -18,6 +18,10 @@ The resolver is also the one judge of an address itself: a relay trick (source r
 malformed address with ``553 5.1.3``, before any map is asked (``Resolution.refused``).
 SMTP intake, local submission and ``postroom verify`` all take that verdict
 (``Resolution.refusal``), so they never disagree about an address.
+
+An SRS address in a local domain (``SRS0=HHHH=TT=domain=local@``, a bounce of mail we
+forwarded) resolves to the original sender when its hash and timestamp are valid, and is
+refused with ``550 5.7.1`` and the reason otherwise (``postroom.srs``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from postroom.errors import AddressError
 from postroom.routing.maps import ErrorTarget, Map, parse_error
 from postroom.routing.mapset import INCLUDE, SiteMaps
 from postroom.site import Site
-from postroom.types import Route
+from postroom.srs import SrsError, SrsPolicy
+from postroom.types import Mailer, Route
 
 
 class ListSource(Protocol):
@@ -83,6 +88,7 @@ def error_route(address: str, code: int, status: str, text: str) -> Route:
 NO_SUCH_USER = (550, "5.1.1", "No such user")
 RELAY_TRICK = (553, "5.7.1")   # "Relaying denied: source route not accepted", ...
 BAD_SYNTAX = (553, "5.1.3")    # "more than one @ in address", ...
+BAD_SRS = (550, "5.7.1")       # "Invalid SRS address: the SRS hash does not match ..."
 
 
 def address_refusal(address: str, error: AddressError) -> Route:
@@ -106,6 +112,7 @@ class Resolver:
         self.order = tuple(p.maps.order)
         self.maps = maps
         self.lists: ListSource = lists or NoLists()
+        self.srs = SrsPolicy.from_site(site)
         # Merge multi-file maps once: the first file that names a key wins.
         self._aliases = _merge(maps.aliases)
         self._forwards = _merge(maps.forwards)
@@ -126,7 +133,9 @@ class Resolver:
 
     # -- public -----------------------------------------------------------------------------
 
-    def resolve(self, address: str, *, explain: bool = False) -> Resolution:
+    def resolve(self, address: str, *, explain: bool = False,
+                sender: str | None = None) -> Resolution:
+        """``sender``: with ``explain``, show the SRS rewrite this sender's mail gets."""
         res = Resolution([])
         self._explain = explain
         self._res = res
@@ -150,7 +159,24 @@ class Resolver:
         seen: set[tuple[str, str, str]] = set()
         self._seen = seen
         self._address(address.strip().strip("<>"), parsed, 0, ())
+        if explain and res.local and self.srs.active and not self.srs.is_srs(parsed.local):
+            self._explain_srs(res, sender)  # (a bounce to an SRS address has no sender)
         return res
+
+    def _explain_srs(self, res: Resolution, sender: str | None) -> None:
+        """What the runner does to the envelope sender of forwarded mail (``srs.policy``)."""
+        for r in res.routes:
+            if r.mailer not in (Mailer.ESMTP, Mailer.RELAY):
+                continue
+            if sender is None:
+                self._note(0, f"{r.address}: forwarded outside: an outside sender becomes "
+                              f"SRS0=HASH=TT=domain=local@{self.srs.alias} (SRS)")
+                continue
+            rewritten = self.srs.return_path(sender, forwarded=True, mailer=r.mailer)
+            what = (f"rewritten to <{rewritten}> (SRS)" if rewritten != sender
+                    else "kept (SRS does not apply: null, local or excluded sender)")
+            self._note(0, f"{r.address}: forwarded outside: envelope sender <{sender}> "
+                          f"{what}")
 
     def _own_literal(self, domain: str) -> bool:
         """An address literal of this host: loopback, or a listener's address."""
@@ -183,6 +209,9 @@ class Resolver:
         if domain[:1] == "[" and self._own_literal(domain):
             self._note(depth, f"{display}: {domain} is this host: a name in {self.primary}")
             domain = self.primary
+        if domain in self.local_domains and self.srs.is_srs(parsed.local):
+            self._srs_bounce(display, parsed.local, depth, path)
+            return
         if domain in self.local_domains or domain in self.hosted_domains:
             local = parsed.local
             if local[:1] == '"':
@@ -197,6 +226,18 @@ class Resolver:
             self._local_name(display, local, depth, path, domain)
             return
         self._remote(display, parsed.local, domain, depth)
+
+    def _srs_bounce(self, display: str, local: str, depth: int,
+                    path: tuple[str, ...]) -> None:
+        """A bounce to an SRS address: on to the original sender, or refused."""
+        try:
+            original = self.srs.reverse(local)
+        except SrsError as e:
+            self._note(depth, f"{display}: SRS address refused: {e.reason}")
+            self._emit(error_route(display, *BAD_SRS, f"Invalid SRS address: {e.reason}"))
+            return
+        self._note(depth, f"{display}: SRS address (hash and timestamp valid) -> {original}")
+        self._target(original, depth + 1, path)
 
     def _virtusertable(self, display: str, local: str, domain: str, depth: int,
                        path: tuple[str, ...]) -> bool:

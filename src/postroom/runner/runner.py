@@ -29,14 +29,16 @@ import time
 from collections.abc import Callable
 
 from postroom import maillog
-from postroom.envelope import Envelope
+from postroom.envelope import Delivery, Envelope
+from postroom.errors import QueueError
 from postroom.queue import dsn, ids
+from postroom.queue.journal import SentJournal
 from postroom.queue.limits import SharedLimits
 from postroom.queue.schedule import retry_delay
 from postroom.queue.spool import Spool, UnknownMessage
-from postroom.runner import notices
+from postroom.runner import notices, outbound
 from postroom.runner.claims import Claims
-from postroom.runner.contract import deliver_job, jobs_for
+from postroom.runner.contract import FANOUT_CHUNK, JobKey, deliver_job, fan_out, jobs_for
 from postroom.runner.reroute import reroute
 from postroom.runtime import Reloader, Runtime
 from postroom.site import Site
@@ -63,6 +65,7 @@ class QueueRunner:
         self.renderers = renderers or {}
         self.claims = Claims(spool.root)
         self.limits = SharedLimits(os.path.join(spool.root, "limits"))
+        self.journal = SentJournal(spool.root)
         self.preloaded: dict[str, tuple[Envelope, bytes]] = {}
         self.reloader = reloader
         self.spool = spool
@@ -133,6 +136,9 @@ class QueueRunner:
             self._flush_all = True
             for q in list(self.due):
                 self.due[q] = 0.0
+            # a round already running looked at the clock before the flush: each of those
+            # messages gets a flushed round of its own when it ends
+            self._flush_ids.update(self.inflight)
         else:
             self._flush_ids.add(qid)
             self.notify(qid)
@@ -180,6 +186,7 @@ class QueueRunner:
             await asyncio.gather(*self.inflight.values(), return_exceptions=True)
         self.claims.close()
         self.limits.close()
+        self.journal.close()
 
     async def run_once(self) -> list[asyncio.Task[None]]:
         """Start work on every due message; returns the tasks (tests await them)."""
@@ -213,6 +220,8 @@ class QueueRunner:
 
     def _finished(self, qid: str, _task: asyncio.Task[None]) -> None:
         self.inflight.pop(qid, None)
+        if qid in self._flush_ids:  # flushed while its round ran: go again now
+            self.notify(qid)
 
     async def drain(self) -> None:
         """Run until nothing is due now (tests and ``queue flush`` without a server)."""
@@ -238,25 +247,49 @@ class QueueRunner:
                 self.due.pop(qid, None)
                 return
             if pre is None:  # routed a while ago: the maps may have changed since
+                recorded = self.journal.apply(env)
+                if recorded:
+                    maillog.event(f"{env.id}: {recorded} deliveries were sent before the "
+                                  "last round could record them (a restart); not sent again")
                 reroute(env, rt.resolver)
             now = self.clock()
             waiting = [d for d in env.deliveries
                        if not d.final and (flush or d.next_attempt <= now)]
             renderer = self.renderers.get(env.kind)
             render = renderer(env, message) if renderer is not None else None
-            jobs = jobs_for(env, message, waiting, render=render)
+            jobs = fan_out(jobs_for(env, message, waiting, render=render,
+                                    sender=outbound.senders(rt, env)), FANOUT_CHUNK)
+            self._journal_progress(env, [job for _, job in jobs])
             if jobs:
-                rounds = [self._deliver(rt, key, job) for key, job in jobs.items()]
-                for attempts in await asyncio.gather(*rounds):
-                    self._record(rt, env, attempts)
+                rounds = [self._deliver(rt, key, job) for key, job in jobs]
+                for (_, job), attempts in zip(jobs, await asyncio.gather(*rounds),
+                                              strict=True):
+                    self._record(rt, env, attempts, job)
             await self._settle(rt, env, message)
+            self.journal.clear(env.id)  # the envelope on disk (or its deletion) says it all
         except UnknownMessage:
             self.due.pop(qid, None)
+        except QueueError as e:  # a full disk, say: the envelope on disk is the last good one
+            log.warning("%s: delivery round not recorded: %s; will retry", qid, e)
+            maillog.line(f"warning: {qid}: delivery round not recorded: {e}; retry in 60s")
+            self.due[qid] = self.clock() + 60
         except Exception:
             log.exception("%s: delivery round failed; will retry", qid)
             self.due[qid] = self.clock() + 60
         finally:
             self.claims.release(qid)
+
+    def _journal_progress(self, env: Envelope, jobs: list[Job]) -> None:
+        """Journal each delivery the remote server accepts, at once: after a crash before
+        this round stores the envelope, the next round does not send it again (a list
+        post sent one transaction per member, most of all)."""
+        index = {id(d): i for i, d in enumerate(env.deliveries)}
+
+        def progress(d: Delivery, reply: str) -> None:
+            self.journal.record(env.id, index[id(d)], reply)
+
+        for job in jobs:
+            job.progress = progress
 
     @staticmethod
     def _merge(env: Envelope) -> Callable[[Envelope], bool]:
@@ -278,7 +311,8 @@ class QueueRunner:
         env = self.spool.load(qid)
         return env, (b"" if env.held else self.spool.read_message(qid))
 
-    async def _deliver(self, rt: Runtime, key: tuple[str, str], job: Job) -> list[Attempt]:
+    async def _deliver(self, rt: Runtime, job_key: JobKey, job: Job) -> list[Attempt]:
+        key = job_key[:2]  # limits and couriers go by (mailer, host), whatever the sender
         courier = self.couriers.get(key[0])
         if courier is None:
             return [deferred(d, f"no courier for mailer {key[0]}", status="4.3.5")
@@ -287,6 +321,13 @@ class QueueRunner:
         limit = self._dest_limits.get(key)
         if limit is None:
             limit = self._dest_limits[key] = asyncio.Semaphore(q.destination_concurrency)
+        if outbound.changes(rt, job.envelope, job):  # DKIM, ARC: after every header change
+            try:
+                job.message = await asyncio.to_thread(outbound.finish, rt, job.envelope, job)
+            except Exception:  # never hold mail back for want of a signature
+                log.exception("%s: signing failed; sent as queued", job.queue_id)
+        elif outbound.signed_renders(rt, job):  # each member's copy signed: off the loop
+            job.render = await asyncio.to_thread(outbound.prerender, job)
         # this process's semaphores first (no polling among its own tasks), then the
         # server-wide slots that the other processes see: the destination's before the
         # global one, so that mail waiting for a busy destination holds no global slot
@@ -295,7 +336,8 @@ class QueueRunner:
                 self.limits.slot("*", q.concurrency):
             return await deliver_job(courier, job)
 
-    def _record(self, rt: Runtime, env: Envelope, attempts: list[Attempt]) -> None:
+    def _record(self, rt: Runtime, env: Envelope, attempts: list[Attempt],
+                job: Job | None = None) -> None:
         q = rt.site.profile.queue
         now = self.clock()
         owner = {id(d): r for r in env.recipients for d in r.deliveries}
@@ -314,7 +356,8 @@ class QueueRunner:
             relay = a.remote or (d.host if d.host else d.mailer)
             maillog.delivery(env.id, d.user if "@" in d.user else d.address,
                              r.address if r else "", d.mailer, relay,
-                             now - env.arrival, d.tries, a.status, stat)
+                             now - env.arrival, d.tries, a.status, stat,
+                             srs=(job.sender or "") if job else "")
 
     def _expire(self, rt: Runtime, env: Envelope, age: float) -> None:
         lifetime = rt.site.profile.queue.lifetime

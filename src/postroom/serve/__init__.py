@@ -37,6 +37,7 @@ from postroom.serve.services import ControlService, DeliveryService, IntakeServi
 from postroom.site import Listener, Site
 from postroom.site.home import PROFILE_NAME
 from postroom.site.load import resolve_home
+from postroom.srs import secrets as srs_secrets
 
 Sockets = list[tuple[Listener, socket.socket]]
 ANOTHER_SERVER = "another postroom serve already runs for this site"
@@ -71,9 +72,12 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
     tls_contexts(site)  # a needed certificate that is missing stops us here, loudly
     pidfile = site.state_dir / "serve.pid"
     sockets: Sockets = []
+    web: socket.socket | None = None
     try:
         for d in (site.state_dir, site.queue_dir, site.log_path.parent):
             d.mkdir(parents=True, exist_ok=True)
+        if srs_secrets.ensure(site.path(p.srs.secret_file)):  # a site made before SRS
+            reloader.reload()
         pidfile.write_text(f"{os.getpid()}\n")
         maillog.open_log(site.log_path, p.site.hostname)
         sockets = bind_listeners(site)
@@ -81,10 +85,16 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
         for lst, sock in sockets:
             host, port = sock.getsockname()[:2]
             bound.append({"name": lst.name, "role": lst.role, "address": host, "port": port})
+        web = _bind_web(site, sockets)
+        if web is not None:
+            host, port = web.getsockname()[:2]
+            bound.append({"name": "web", "role": "web", "address": host, "port": port})
         (site.state_dir / "listeners.json").write_text(json.dumps(bound, indent=1))
     except (OSError, CannotStart) as e:
         for _, sock in sockets:
             sock.close()
+        if web is not None:
+            web.close()
         _remove_own_pidfile(pidfile)
         maillog.close_log()
         if isinstance(e, CannotStart):
@@ -102,11 +112,12 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
           flush=True)
     try:
         if count <= 1:
-            event_loop_run(_single(reloader, sockets))
+            event_loop_run(_single(reloader, sockets, web))
         else:
             from postroom.serve.master import master
 
-            event_loop_run(master(site_dir or str(site.home), sockets, count, reloader))
+            event_loop_run(master(site_dir or str(site.home), sockets, count, reloader,
+                                  web=web))
     except OSError as e:
         if ANOTHER_SERVER not in str(e):
             raise
@@ -250,6 +261,26 @@ def _bind_error(site: Site, lst: Listener, e: OSError) -> tuple[str, int]:
     return f"{head}: {reason} (check [[listeners]] in {profile})", EX_OSERR
 
 
+def _bind_web(site: Site, sockets: Sockets) -> socket.socket | None:
+    """The web listener's socket (``[web]``), or None; CannotStart naming it when it
+    cannot be bound (the SMTP listeners bound before it are closed again)."""
+    from postroom.web.service import bind_web
+
+    try:
+        return bind_web(site)
+    except OSError as e:
+        for _, sock in sockets:
+            sock.close()
+        w = site.profile.web
+        head = f"web: cannot listen on {w.address}:{w.port}"
+        if e.errno == errno.EADDRINUSE:
+            raise CannotStart(f"{head}: address already in use (change [web] port in "
+                              f"{site.profile_path})") from None
+        reason = (e.strerror or str(e)).lower()
+        raise CannotStart(f"{head}: {reason} (check [web] in {site.profile_path})",
+                          EX_OSERR) from None
+
+
 def _remove_own_pidfile(pidfile: Path) -> None:
     """Remove serve.pid if it is still this process's (never another server's)."""
     try:
@@ -272,7 +303,9 @@ async def run_services(services: list[Service], stopping: asyncio.Event) -> None
             await s.stop()
 
 
-async def _single(reloader: Reloader, sockets: Sockets) -> None:
+async def _single(reloader: Reloader, sockets: Sockets,
+                  web: socket.socket | None = None) -> None:
+    from postroom.ops.sdnotify import SystemdNotify
     from postroom.serve.periodic import PeriodicService
     from postroom.serve.tasks import TASKS
 
@@ -280,9 +313,14 @@ async def _single(reloader: Reloader, sockets: Sockets) -> None:
     intake = IntakeService(reloader, sockets, delivery)
     periodic = PeriodicService(reloader, TASKS)
     services: list[Service] = [delivery, intake, periodic]
+    if web is not None:
+        from postroom.web.service import WebInLoop
+
+        services.append(WebInLoop(reloader, web))
     stopping = asyncio.Event()
     commands = reloading.commands(reloader, services, delivery.runner, periodic=periodic)
     services.append(ControlService(reloader, commands))
+    services.append(SystemdNotify())  # last: READY=1 once every other service runs
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, lambda: reloading.apply(reloader, services))
     for sig in (signal.SIGTERM, signal.SIGINT):

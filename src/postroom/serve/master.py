@@ -19,12 +19,15 @@ import sys
 import time
 
 from postroom import control, maillog
+from postroom.children import child_env, die_with_parent
+from postroom.ops.sdnotify import SystemdNotify
 from postroom.runtime import Reloader
 from postroom.serve import Sockets, event_loop_run, run_services
 from postroom.serve import reload as reloading
 from postroom.serve.periodic import PeriodicService
 from postroom.serve.services import ControlService, DeliveryService, IntakeService, Service
 from postroom.serve.tasks import TASKS
+from postroom.web.service import WebProcess
 
 DRAIN_SECONDS = 35.0
 
@@ -47,7 +50,7 @@ class Workers:
         self._stopping = False
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.argv, pass_fds=self.fds)
+        return subprocess.Popen(self.argv, pass_fds=self.fds, env=child_env())
 
     async def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.count)]
@@ -84,16 +87,20 @@ class Workers:
         self.signal(signal.SIGHUP)
 
 
-async def master(site_dir: str, sockets: Sockets, count: int, reloader: Reloader) -> None:
+async def master(site_dir: str, sockets: Sockets, count: int, reloader: Reloader, *,
+                 web: socket.socket | None = None) -> None:
     delivery = DeliveryService(reloader)  # retries and leftovers
     workers = Workers(site_dir, sockets, count)
     periodic = PeriodicService(reloader, TASKS)
     services: list[Service] = [delivery, workers, periodic]
+    if web is not None:
+        services.append(WebProcess(site_dir, web, reloader.current.site.profile.web.processes))
     commands = reloading.commands(
         reloader, services, delivery.runner, periodic=periodic,
         status=lambda: {"ok": True, "workers": [p.pid for p in workers.procs]})
     commands["lists"] = _lists_command(reloader, workers, periodic)
     services.insert(1, ControlService(reloader, commands))
+    services.append(SystemdNotify())  # last: READY=1 once every other service runs
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, lambda: reloading.apply(reloader, services))
@@ -145,6 +152,7 @@ async def _intake_process(reloader: Reloader, sockets: Sockets) -> None:
 
 def worker_main(argv: list[str]) -> None:
     """Entry of ``python -m postroom.worker``: intake on inherited sockets."""
+    die_with_parent()
     ap = argparse.ArgumentParser(prog="postroom-worker")
     ap.add_argument("--site", required=True)
     ap.add_argument("--listener", action="append", default=[])

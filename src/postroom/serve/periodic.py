@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from postroom import maillog
+from postroom.errors import PostroomError
 from postroom.runtime import Reloader, Runtime
 from postroom.safeio import atomic_replace
 
@@ -129,6 +130,8 @@ class PeriodicService:
                     continue
                 self._due[name] = time.monotonic() + every
                 await self._run(task)
+            if self._stopping:  # stop() came while a task ran: its wake-up is not lost
+                return
             self._wake.clear()
             wait = min((d for d in self._due.values()), default=now + 3600.0) - time.monotonic()
             try:
@@ -143,6 +146,8 @@ class PeriodicService:
             try:
                 said = await asyncio.to_thread(task.run, rt)
                 ok = True
+            except PostroomError as e:  # a failure the task explains itself
+                said, ok = str(e), False
             except Exception as e:  # a task's failure is reported, never fatal to serve
                 said = f"{type(e).__name__}: {e}"
                 ok = False

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from postroom.lists.fanout import Renderer
 
 # keys whose change means new couriers (connections, resolvers, relay settings)
-_COURIER_SECTIONS = ("delivery.", "dns.", "site.hostname", "routing.")
+_COURIER_SECTIONS = ("delivery.", "dns.", "site.hostname", "routing.", "mta_sts.")
 
 
 class Service(Protocol):
@@ -65,7 +65,8 @@ class LazyLists:
             from postroom.lists.engine import ListEngine
 
             assert self.inject is not None
-            self._engine = ListEngine(lambda: self.reloader.current, self.inject)
+            self._engine = ListEngine(lambda: self.reloader.current, self.inject,
+                                      web_base=self.reloader.current.site.profile.web.base_url)
         return self._engine
 
     async def handle(self, envelope: Envelope, message: bytes, list_address: str,
@@ -77,7 +78,8 @@ class LazyLists:
             from postroom.lists.fanout import KIND, Renderer
 
             assert KIND == LIST_POST
-            self._renderer = Renderer(lambda: self.reloader.current.site)
+            self._renderer = Renderer(lambda: self.reloader.current.site,
+                                      web_base=self.reloader.current.site.profile.web.base_url)
         return self._renderer(envelope, message)
 
 

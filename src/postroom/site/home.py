@@ -42,12 +42,15 @@ ARCHIVES = Part("archives", True, True, "per-list mbox archives")
 EXPORT = Part("export", True, False,
               "files made for others (the address list for the upstream relays); "
               "made again from the store and the maps")
+KEYS = Part("keys", True, True,
+            "the SRS secrets (srs.secret) and the DKIM private keys (dkim/DOMAIN.SELECTOR.key)")
 LOG = Part("log", True, True, "the mail log: what was taken, delivered and returned")
 STATE = Part("state", True, False,
              "this machine's running state: serve.pid, listeners.json, the quiescent flag, "
              "AUTH failure counts (a restore sets quiescent itself)")
 
-LAYOUT: tuple[Part, ...] = (PROFILE, MAPS, TLS, STORE, QUEUE, MAIL, ARCHIVES, EXPORT, LOG, STATE)
+LAYOUT: tuple[Part, ...] = (PROFILE, MAPS, TLS, KEYS, STORE, QUEUE, MAIL, ARCHIVES, EXPORT, LOG,
+                            STATE)
 
 PROFILE_NAME = PROFILE.name
 PID_FILE = "serve.pid"        # in state/, written by postroom serve

@@ -8,32 +8,26 @@ guesses at. The one conversion is a duration (``"5d"``, or a number of seconds).
 from __future__ import annotations
 
 import ipaddress
-import re
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from postroom.site.duration import Duration
+from postroom.site.profile_deliverability import (
+    ArcSection,
+    DkimSection,
+    MtaStsSection,
+    SrsSection,
+)
+from postroom.site.profile_lists import ListsSection
+from postroom.site.profile_ops import AlertsSection, BackupSection, CheckSection, ExportSection
+from postroom.site.profile_web import WebSection
 
 DEFAULT_LOG_FILE = "log/mail.log"
 # The smallest limits.message_size a site may set. RFC 5321 (4.5.3.1.7) asks a server to
 # take messages of at least 64 KiB; smaller limits are for tests of the limit itself.
 MIN_MESSAGE_SIZE = 1024
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> float:
-    """``"5d"`` -> 432000.0; plain numbers are seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    m = _DURATION.match(value) if isinstance(value, str) else None
-    if not m:
-        shown = str(value).lower() if isinstance(value, bool) else repr(value)
-        raise ValueError(f"{shown} is not a duration; write e.g. 30s, 5m, 4h or 5d")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class _Section(BaseModel):
@@ -145,6 +139,22 @@ class LimitsSection(_Section):
     idle_timeout: Duration = 300.0
     auth_failures: int = Field(5, ge=1, description="failed AUTH per client before a pause")
     auth_pause: Duration = 60.0
+    # connection limits (postroom.smtp.limits); a client is an address, or an IPv6 /64
+    connections: int = Field(1000, ge=1, description="connections at once per listener, "
+                             "all clients, all intake processes together")
+    client_connections: int = Field(50, ge=1, description="connections at once per client "
+                                    "on a listener")
+    client_rate: int = Field(200, ge=0, description="connections per client on a listener "
+                             "within client_rate_window; 0 = no limit")
+    client_rate_window: Duration = Field(60.0, gt=0)
+    session_commands: int = Field(5000, ge=0, description="replies in one session (one per "
+                                  "command); 0 = no limit")
+    session_errors: int = Field(20, ge=0, description="4xx/5xx replies in a session since "
+                                "its last accepted message; 0 = no limit")
+    session_time: Duration = Field(3600.0, gt=0, description="a whole session, connect to "
+                                   "close, on top of idle_timeout")
+    trusted_exempt: bool = Field(True, description="clients in networks.relay and "
+                                 "networks.inbound are held to the listener total only")
 
 
 class SmtpSection(_Section):
@@ -164,6 +174,8 @@ class QueueSection(_Section):
     concurrency: int = Field(20, ge=1, le=256)
     destination_concurrency: int = Field(5, ge=1, le=256)
     recipients_per_transaction: int = Field(100, ge=1)
+    min_free: int = Field(100 * 1024 * 1024, ge=0, description="bytes: intake refuses mail "
+                          "(452 4.3.1) while the queue's file system has less free")
 
 
 class RelayHost(_Section):
@@ -213,3 +225,13 @@ class Profile(_Section):
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     dns: DnsSection = Field(default_factory=DnsSection)
     log: LogSection = Field(default_factory=LogSection)
+    srs: SrsSection = Field(default_factory=SrsSection)
+    dkim: DkimSection = Field(default_factory=DkimSection)
+    arc: ArcSection = Field(default_factory=ArcSection)
+    mta_sts: MtaStsSection = Field(default_factory=MtaStsSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    backup: BackupSection = Field(default_factory=BackupSection)
+    check: CheckSection = Field(default_factory=CheckSection)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
+    lists: ListsSection = Field(default_factory=ListsSection)
+    web: WebSection = Field(default_factory=WebSection)

@@ -56,6 +56,7 @@ class FailureLimiter:
         self.limit, self.pause, self.clock = limit, pause, clock
         self.path = os.fspath(path)
         self._fd = -1
+        self._map: mmap.mmap | None = None  # kept: mapping per call costs more than the rest
 
     def paused(self, client: str) -> bool:
         with self._table() as table:
@@ -66,6 +67,11 @@ class FailureLimiter:
             return bool(count >= self.limit and self.clock() - start < self.pause)
 
     def failed(self, client: str) -> None:
+        self.hit(client)
+
+    def hit(self, client: str) -> int:
+        """Count one event of ``client`` (a connection, for the connection rate) and
+        return how many there have been in its window, this one included."""
         key = _key(client)
         with self._table() as table:
             slot = self._find(table, key, claim=True)
@@ -75,6 +81,7 @@ class FailureLimiter:
             if found != key or now - start >= self.pause:
                 start, count = now, 0
             self._RECORD.pack_into(table, slot, key, start, count + 1)
+            return int(count + 1)
 
     def succeeded(self, client: str) -> None:
         with self._table() as table:
@@ -83,6 +90,9 @@ class FailureLimiter:
                 self._RECORD.pack_into(table, slot, 0, 0.0, 0)
 
     def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -112,22 +122,31 @@ class FailureLimiter:
         if self._fd < 0:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            if os.fstat(fd).st_size < self.SLOTS * self._RECORD.size:
-                os.ftruncate(fd, self.SLOTS * self._RECORD.size)
+            size = self.SLOTS * self._RECORD.size
+            try:
+                if os.fstat(fd).st_size < size:
+                    os.ftruncate(fd, size)
+                # blocks on disk now: a write to a mapped hole of a full file system
+                # would kill the process with SIGBUS
+                os.posix_fallocate(fd, 0, size)
+            except OSError:
+                os.close(fd)
+                raise
             self._fd = fd
+        if self._map is None:
+            self._map = mmap.mmap(self._fd, self.SLOTS * self._RECORD.size)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            with mmap.mmap(self._fd, self.SLOTS * self._RECORD.size) as table:
-                yield table
+            yield self._map
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def _key(client: str) -> int:
-    return int.from_bytes(hashlib.blake2b(_subject(client).encode(), digest_size=8).digest()) or 1
+    return int.from_bytes(hashlib.blake2b(subject_of(client).encode(), digest_size=8).digest()) or 1
 
 
-def _subject(client: str) -> str:
+def subject_of(client: str) -> str:
     """Who is counted: an IPv4 address, or the /64 an IPv6 address is in (one host there
     has a whole /64 to choose its addresses from)."""
     try:

@@ -1,12 +1,15 @@
 """The aiosmtpd handler: each hook asks policy and routing, and DATA ends in the spool.
 
     connect  -> policy.connect_reply (quiescent 421, 554 for strangers on mx)
-    MAIL     -> a source route dropped (RFC 5321 4.1.1.3); submission: sender must
-                belong to the login
+    connect  -> connection limits (postroom.smtp.limits)
+    MAIL     -> 452 4.3.1 while the queue's disk is short of queue.min_free (and of a
+                declared SIZE=); a source route dropped (RFC 5321 4.1.1.3); submission:
+                sender must belong to the login
     RCPT     -> recipient limit, the resolver's verdict (relay tricks and bad syntax
                 refused for every client), relaying, policy.rcpt_reply
-    DATA     -> bare LF / header size checks, Received (+ Message-ID, Date for
-                submissions), the queue (file and directory fsynced), then 250
+    DATA     -> bare LF / header size checks, free space again, Received (+ Message-ID,
+                Date for submissions), the queue (file and directory fsynced), then 250;
+                a full disk (ENOSPC) is 452 4.3.1, with the why in the mail log
 
 The reply 250 is sent only after the queue returned; any failure to queue is a 4xx
 (chasquid's contract), so the client keeps the message and retries.
@@ -25,8 +28,10 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from postroom import addresses, maillog
 from postroom.errors import QueueError
 from postroom.queue import accept, ids
+from postroom.queue.space import FreeSpace
 from postroom.smtp import policy
 from postroom.smtp.auth import Authenticator, FailureLimiter, login_of
+from postroom.smtp.limits import ConnectionGate, SessionGuard, Ticket
 from postroom.smtp.policy import ClientClass, Networks
 
 if TYPE_CHECKING:
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     from postroom.smtp.server import PostroomSMTP
 
 log = logging.getLogger("postroom.smtp")
+INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
@@ -42,15 +48,20 @@ class Handler:
     """Shared by every session of one listener."""
 
     def __init__(self, *, listener: Any, reloader: Reloader,
-                 queue: Callable[[Envelope, bytes], Awaitable[str]]) -> None:
+                 queue: Callable[[Envelope, bytes], Awaitable[str]],
+                 gate: ConnectionGate | None = None) -> None:
         """``queue``: puts a message in the queue, durably, and returns its ID (the
-        runner's ``inject``: the first attempt starts at once)."""
+        runner's ``inject``: the first attempt starts at once). ``gate``: the connection
+        limits of this process (``postroom.smtp.limits``); without one, none apply."""
         self.listener = listener
+        self.gate = gate
+        self.tickets: dict[PostroomSMTP, Ticket] = {}
         self.role: str = listener.role
         self.reloader = reloader
         self.queue = queue
         self.sessions: set[PostroomSMTP] = set()
         self.draining = False
+        self.space = FreeSpace(str(reloader.current.site.queue_dir))
         self._configure()
 
     def _configure(self) -> None:
@@ -83,17 +94,40 @@ class Handler:
         ip, cls = self.client_of(server)
         if self.draining:
             return policy.shutdown_reply(self.site.profile.site.hostname)
+        p = self.site.profile
         reply = policy.connect_reply(self.role, cls, self.site.quiescent_now(),
-                                     self.site.profile.site.hostname)
+                                     p.site.hostname)
         if reply:
             maillog.rejected("CONNECT", f"[{ip}]", reply)
-        return reply
+            return reply
+        if self.gate is not None:
+            admitted = self.gate.admit(self.listener.name, ip, limits=p.limits,
+                                       hostname=p.site.hostname,
+                                       trusted=cls is not ClientClass.OUTSIDE)
+            if isinstance(admitted, str):
+                return admitted
+            self.tickets[server] = admitted
+            if not admitted.exempt:
+                server.guard = SessionGuard(p.limits.session_commands,
+                                            p.limits.session_errors, p.site.hostname)
+        return None
 
     def opened(self, server: PostroomSMTP) -> None:
         self.sessions.add(server)
+        if self.gate is not None:
+            server.end_at(self.site.profile.limits.session_time)
 
     def closed(self, server: PostroomSMTP) -> None:
         self.sessions.discard(server)
+        ticket = self.tickets.pop(server, None)
+        if ticket is not None and self.gate is not None:
+            self.gate.release(ticket)
+
+    def cut(self, server: PostroomSMTP, reply: str) -> None:
+        """A session ended by a limit (``reply``, a 421): one line in the mail log."""
+        ip, _ = self.client_of(server)
+        maillog.rejected("SESSION", self._relay(server) if server.session else f"[{ip}]",
+                         reply)
 
     # -- AUTH -----------------------------------------------------------------------------
 
@@ -133,6 +167,11 @@ class Handler:
                           address: str, options: list[str]) -> str:
         if self.site.quiescent:
             return policy.quiescent_reply(server.hostname)
+        declared = next((int(o[5:]) for o in options
+                         if o[:5].upper() == "SIZE=" and o[5:].isdigit()), 0)
+        refusal = self._storage_refusal("MAIL", server, declared, sender=address)
+        if refusal:
+            return refusal
         address = addresses.strip_route(address)
         if self.role != "mx" and session.authenticated:
             login = login_of(session)
@@ -185,6 +224,9 @@ class Handler:
         headers = accept.header_block(data)
         if len(headers) > p.limits.header_size:
             return "552 5.3.4 Message header size exceeds limit"
+        refusal = self._storage_refusal("DATA", server, len(data), sender=envelope.mail_from)
+        if refusal:
+            return refusal
         queue_id = ids.new_id()
         ip, _ = self.client_of(server)
         tls, cipher = server.tls_info
@@ -217,10 +259,10 @@ class Handler:
             protocol=proto, auth_user=login, tls=tls, listener=self.listener.name)
         try:
             await self.queue(env, message)
-        except QueueError as e:
+        except QueueError as e:  # ENOSPC among them: the spool undid its writes
             log.error("queue write failed: %s", e)
             maillog.line(f"warning: {queue_id}: queue write failed: {e}")
-            return "452 4.3.1 Insufficient system storage"
+            return INSUFFICIENT_STORAGE
         except Exception:
             log.exception("queue write failed")
             return "451 4.3.0 Error: queue file write error"
@@ -229,6 +271,17 @@ class Handler:
         if self.draining:
             server.loop.call_soon(self._close_after_reply, server)
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def _storage_refusal(self, stage: str, server: PostroomSMTP, need: int, *,
+                         sender: str | None) -> str | None:
+        """452 4.3.1 (logged with the figures) while the queue's disk is short of
+        queue.min_free after ``need`` more bytes; None otherwise."""
+        why = self.space.shortage(self.site.profile.queue.min_free, need)
+        if why is None:
+            return None
+        maillog.rejected(stage, self._relay(server), f"{INSUFFICIENT_STORAGE} ({why})",
+                         sender=sender)
+        return INSUFFICIENT_STORAGE
 
     def _close_after_reply(self, server: PostroomSMTP) -> None:
         if server.transport is not None:

@@ -5,6 +5,8 @@
   would refuse with 555,
 - AUTH PLAIN / LOGIN checked asynchronously, with a per-client failure limit,
 - a drain mode for SIGTERM (``close_if_idle``),
+- the session limits of ``postroom.smtp.limits`` (replies and errors counted by a
+  ``SessionGuard``, a deadline for the whole session), each ending it with a 421,
 - DATA read in blocks rather than a line at a time (see ``smtp_DATA``).
 
 What adapts aiosmtpd itself (enhanced status codes, implicit TLS, the 421 on idle
@@ -25,6 +27,7 @@ from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword
 
 from postroom.smtp.adapter import AdaptedSMTP
 from postroom.smtp.auth import AUTH_PAUSED
+from postroom.smtp.limits import SessionGuard, session_too_long
 from postroom.smtp.policy import shutdown_reply
 
 # Replies of DATA, in aiosmtpd's words where it has them (see smtp_DATA)
@@ -124,6 +127,9 @@ class PostroomSMTP(AdaptedSMTP):
         self.line_length = line_length
         self.mail_dsn: dict[str, str] = {}
         self.rcpt_dsn: dict[str, Any] = {}
+        self.guard: SessionGuard | None = None  # set by the handler at connect
+        self._deadline: asyncio.TimerHandle | None = None
+        self._ended = False  # a limit ended the session: nothing more is written
 
     # -- connection ---------------------------------------------------------------------
 
@@ -148,7 +154,42 @@ class PostroomSMTP(AdaptedSMTP):
         try:
             await super()._handle_client()
         finally:
+            if self._deadline is not None:
+                self._deadline.cancel()
             self.event_handler.closed(self)
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def end_at(self, seconds: float) -> None:
+        """End the session ``seconds`` from now, whatever it is doing."""
+        self._deadline = self.loop.call_later(seconds, self._deadline_cb)
+
+    def _deadline_cb(self) -> None:
+        self._cut(session_too_long(self.hostname))
+
+    def _cut(self, reply: str) -> None:
+        """Send ``reply`` (a 421), log it, close; the session's task ends at once."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._ended = True
+        self._writer.write(reply.encode() + b"\r\n")
+        self.event_handler.cut(self, reply)
+        transport.close()
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()  # no further pipelined command is read
+
+    async def push(self, status: str | bytes) -> None:
+        if self._ended:  # a pipelined command read before the cut: no reply after the 421
+            await asyncio.sleep(0)  # where the cancelled task stops
+            return
+        if self.guard is None or self._ehlo_lines is not None or isinstance(status, bytes):
+            await super().push(status)
+            return
+        ending = self.guard.counted(status)
+        await super().push(status)
+        if ending is not None:
+            self._cut(ending)
 
     def close_if_idle(self) -> bool:
         """For a drain: a session between transactions is sent ``421 4.3.2 <host> Service
@@ -230,6 +271,9 @@ class PostroomSMTP(AdaptedSMTP):
                 self.envelope.content = self.envelope.original_content = content
                 status = await self._call_handler_hook("DATA")
                 self._set_post_data_state()  # type: ignore[no-untyped-call, unused-ignore]
+                if self.guard is not None and status is not MISSING \
+                        and str(status).startswith("250"):
+                    self.guard.accepted()
                 await self.push("250 OK" if status is MISSING else status)
                 return
             reply = DATA_LINE_TOO_LONG.format(self.line_length)

@@ -18,6 +18,7 @@ from postroom.delivery.smtp import proto
 from postroom.delivery.smtp.policy import Policy, TlsContexts, TlsMode
 from postroom.delivery.smtp.session import Session
 from postroom.delivery.smtp.trouble import TargetFailed, fail, reason
+from postroom.errors import TemporaryFailure
 
 log = logging.getLogger("postroom.delivery.smtp_client")
 
@@ -32,7 +33,25 @@ async def targets(resolver: MxResolver, destination: Destination,
                   policy: Policy) -> list[Target]:
     """The addresses to try for a destination, in order."""
     found = await resolver.targets(destination)
+    if policy.mx_names:  # MTA-STS enforce: only the MX hosts the policy names
+        allowed = [t for t in found if mx_matches(t.host, policy.mx_names)]
+        if not allowed:
+            raise TemporaryFailure(451, "4.7.5", f"MTA-STS policy of {policy.mx_policy} "
+                                   f"(mode enforce, mx: {', '.join(policy.mx_names)}) names "
+                                   f"none of its MX hosts: {', '.join(t.host for t in found)}")
+        found = allowed
     return [Target(t.host, ip, policy.tls) for t in found for ip in t.addresses]
+
+
+def mx_matches(host: str, patterns: tuple[str, ...]) -> bool:
+    """RFC 8461 4.1: an exact name, or ``*.domain`` for one more label."""
+    name = host.lower().rstrip(".")
+    for pattern in patterns:
+        p = pattern.lower().rstrip(".")
+        if name == p or (p.startswith("*.") and name.partition(".")[2] == p[2:]
+                         and name.partition(".")[0]):
+            return True
+    return False
 
 
 class Connector:

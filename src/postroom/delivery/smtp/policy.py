@@ -7,7 +7,8 @@ the modes (Postfix's smtp_tls_policy.c).
     verify         the chain must lead to a trusted CA (``ca_file``, else the system's) and
                    the certificate must name the route's own host: for ``[host]`` and
                    ``[IP]`` routes the same, for MX routes the domain (an MX name can be
-                   spoofed), never the name DNS answered with
+                   spoofed), never the name DNS answered with; under an MTA-STS policy
+                   (``mx_names``) the MX host's name, which the policy vouches for
     never          STARTTLS is not tried
 """
 
@@ -34,6 +35,9 @@ class Policy:
     username: str = ""
     password_file: Path | None = None
     ca_file: Path | None = None  # tls = verify: trust these CAs (None: the system's)
+    # MTA-STS enforce (delivery.mtasts): only MX hosts matching these, verified by name
+    mx_names: tuple[str, ...] = ()
+    mx_policy: str = ""  # the domain whose policy it is, for the failure text
 
     def password(self) -> str:
         if self.password_file is None:
@@ -65,7 +69,8 @@ class TlsContexts:
                remote: str) -> tuple[ssl.SSLContext, str | None]:
         """The context and the name to send (and, for verify, to check) for a STARTTLS."""
         if mode == "verify":
-            return self.verifying(policy.ca_file, remote), route_name
+            return self.verifying(policy.ca_file, remote), host if policy.mx_names \
+                else route_name
         return self.opportunistic, None if ip_literal(host) else host
 
     def verifying(self, ca_file: Path | None, remote: str) -> ssl.SSLContext:

@@ -210,7 +210,7 @@ def _address(text: str) -> bytes:
 
 def _mail_args(session: Session, job: Job) -> list[bytes]:
     env = job.envelope
-    args = [b"MAIL", b"FROM:" + _address(env.sender)]
+    args = [b"MAIL", b"FROM:" + _address(job.return_path)]
     if session.supports("size"):
         args.append(f"SIZE={len(job.message)}".encode())
     if (env.body == "8BITMIME" or not job.message.isascii()) and session.supports("8bitmime"):

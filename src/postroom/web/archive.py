@@ -1,0 +1,205 @@
+"""Archive pages of a list, for those its ``archive_policy`` lets read it.
+
+    GET /lists/{address}/archive/                      the months, with post counts
+    GET /lists/{address}/archive/{month}/              a month by date (YYYY-MM)
+    GET /lists/{address}/archive/{month}/thread        a month by thread
+    GET /lists/{address}/archive/{month}/mbox          the month's mbox file
+    GET /lists/{address}/archive/msg/{id}              one post
+    GET /lists/{address}/archive/msg/{id}/part/{n}     one attachment (a download)
+    GET /lists/{address}/archive/search?q=             full-text search
+
+Every file read is found through the store: the month must match ``YYYY-MM`` and a post
+is found by its index id, within that list; no part of a URL becomes a path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from markupsafe import Markup, escape
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
+
+from postroom.lists import store
+from postroom.lists.archive import mbox_path
+from postroom.lists.model import ListSettings
+from postroom.store.models import ArchiveEntry
+from postroom.web import reading, search
+from postroom.web.context import ctx_of
+from postroom.web.deps import list_settings, optional_admin
+from postroom.web.rights import may_read_archive
+
+router = APIRouter(prefix="/lists/{address}/archive", dependencies=[Depends(optional_admin)])
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+PER_PAGE = 50
+
+
+def marks(snippet: str, obfuscated: bool) -> Markup:
+    text = escape(reading.obfuscate(snippet, obfuscated))
+    return Markup(str(text).replace("\x02", "<mark>").replace("\x03", "</mark>"))
+
+
+def _readable(request: Request, address: str) -> tuple[ListSettings, int]:
+    ctx = ctx_of(request)
+    s = list_settings(request, address)
+    if not may_read_archive(ctx.site, getattr(request.state, "admin", None), s):
+        raise HTTPException(403, f"the archive of {s.address} is not open to you")
+    list_id = store.with_connection(ctx.site, lambda c: store.list_id_of(c, s.name, s.domain))
+    return s, int(list_id)
+
+
+def _entries(request: Request, list_id: int, *where: Any) -> list[Any]:
+    query = (select(ArchiveEntry.id, ArchiveEntry.date, ArchiveEntry.author,
+                    ArchiveEntry.subject, ArchiveEntry.message_id,
+                    ArchiveEntry.parent_message_id)
+             .where(ArchiveEntry.list_id == list_id, *where).order_by(ArchiveEntry.date,
+                                                                       ArchiveEntry.id))
+    return list(store.with_connection(ctx_of(request).site, lambda c: c.execute(query).all()))
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def months(request: Request, address: str) -> Any:
+    s, list_id = _readable(request, address)
+    query = (select(ArchiveEntry.mbox_month, func.count())
+             .where(ArchiveEntry.list_id == list_id).group_by(ArchiveEntry.mbox_month)
+             .order_by(ArchiveEntry.mbox_month.desc()))
+    rows = store.with_connection(ctx_of(request).site, lambda c: c.execute(query).all())
+    return ctx_of(request).render(request, "archive_months.html", s=s, months=rows)
+
+
+def _month(month: str) -> str:
+    if not MONTH.match(month):
+        raise HTTPException(404, "no such month (write YYYY-MM)")
+    return month
+
+
+@router.get("/{month}/", response_class=HTMLResponse, include_in_schema=False)
+def by_date(request: Request, address: str, month: str, page: int = 1) -> Any:
+    s, list_id = _readable(request, address)
+    month = _month(month)
+    page = max(1, page)
+    where = (ArchiveEntry.mbox_month == month,)
+    total = store.with_connection(ctx_of(request).site, lambda c: c.scalar(
+        select(func.count()).select_from(ArchiveEntry)
+        .where(ArchiveEntry.list_id == list_id, *where))) or 0
+    query = (select(ArchiveEntry.id, ArchiveEntry.date, ArchiveEntry.author,
+                    ArchiveEntry.subject)
+             .where(ArchiveEntry.list_id == list_id, *where)
+             .order_by(ArchiveEntry.date, ArchiveEntry.id)
+             .limit(PER_PAGE).offset((page - 1) * PER_PAGE))
+    rows = store.with_connection(ctx_of(request).site, lambda c: c.execute(query).all())
+    pages = max(1, -(-int(total) // PER_PAGE))
+    return ctx_of(request).render(request, "archive_month.html", s=s, month=month,
+                                  rows=rows, page=page, pages=pages, total=total,
+                                  author_name=reading.author_name)
+
+
+def threads(entries: list[Any]) -> list[tuple[int, Any]]:
+    """(depth, entry) in thread order: each post under the one it replies to (when that
+    one is in the same list), roots and replies by date."""
+    by_id = {e.message_id: e for e in entries if e.message_id}
+    children: dict[str, list[Any]] = {}
+    roots = []
+    for e in entries:
+        parent = e.parent_message_id
+        if parent and parent in by_id and parent != e.message_id:
+            children.setdefault(parent, []).append(e)
+        else:
+            roots.append(e)
+    out: list[tuple[int, Any]] = []
+    seen: set[int] = set()
+
+    def walk(e: Any, depth: int) -> None:
+        if e.id in seen:
+            return
+        seen.add(e.id)
+        out.append((min(depth, 10), e))
+        for child in children.get(e.message_id, []):
+            walk(child, depth + 1)
+
+    for root in roots:
+        walk(root, 0)
+    return out
+
+
+@router.get("/{month}/thread", response_class=HTMLResponse, include_in_schema=False)
+def by_thread(request: Request, address: str, month: str) -> Any:
+    s, list_id = _readable(request, address)
+    month = _month(month)
+    entries = _entries(request, list_id, ArchiveEntry.mbox_month == month)
+    return ctx_of(request).render(request, "archive_thread.html", s=s, month=month,
+                                  items=threads(entries), author_name=reading.author_name)
+
+
+@router.get("/{month}/mbox", include_in_schema=False)
+def mbox(request: Request, address: str, month: str) -> Response:
+    s, _ = _readable(request, address)
+    month = _month(month)
+    path = mbox_path(ctx_of(request).site, s, month)
+    if not path.is_file():
+        raise HTTPException(404, "no archive for that month")
+    return FileResponse(path, media_type="application/mbox",
+                        headers={"Content-Disposition": reading.disposition(
+                            f"{s.name}-{month}.mbox")})
+
+
+def _raw(request: Request, s: ListSettings, list_id: int, msg_id: int) -> tuple[Any, bytes]:
+    query = (select(ArchiveEntry).where(ArchiveEntry.id == msg_id,
+                                        ArchiveEntry.list_id == list_id))
+    row = store.with_connection(ctx_of(request).site, lambda c: c.execute(query).first())
+    if row is None:
+        raise HTTPException(404, "no such post in this archive")
+    entry = row  # a Core row: the columns by name
+    path = mbox_path(ctx_of(request).site, s, entry.mbox_month)
+    try:
+        return entry, reading.from_mbox(path, entry.offset, entry.length)
+    except OSError:
+        raise HTTPException(404, "the archive file of this post is missing") from None
+
+
+def _neighbours(request: Request, list_id: int, entry: Any) -> tuple[Any, Any]:
+    site = ctx_of(request).site
+    base = select(ArchiveEntry.id, ArchiveEntry.subject).where(ArchiveEntry.list_id == list_id)
+    before = base.where(ArchiveEntry.id < entry.id).order_by(ArchiveEntry.id.desc()).limit(1)
+    after = base.where(ArchiveEntry.id > entry.id).order_by(ArchiveEntry.id).limit(1)
+    return (store.with_connection(site, lambda c: c.execute(before).first()),
+            store.with_connection(site, lambda c: c.execute(after).first()))
+
+
+@router.get("/msg/{msg_id}", response_class=HTMLResponse, include_in_schema=False)
+def message(request: Request, address: str, msg_id: int) -> Any:
+    s, list_id = _readable(request, address)
+    entry, raw = _raw(request, s, list_id, msg_id)
+    shown = reading.show(raw, s.obfuscate_addresses)
+    prev, nxt = _neighbours(request, list_id, entry)
+    return ctx_of(request).render(request, "message.html", s=s, m=shown, entry=entry,
+                                  html=[Markup(h) for h in shown.html], prev=prev, next=nxt)
+
+
+@router.get("/msg/{msg_id}/part/{index}", include_in_schema=False)
+def part(request: Request, address: str, msg_id: int, index: int) -> Response:
+    s, list_id = _readable(request, address)
+    _, raw = _raw(request, s, list_id, msg_id)
+    found = reading.attachment(raw, index)
+    if found is None:
+        raise HTTPException(404, "no such attachment")
+    name, data = found
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": reading.disposition(name),
+                             "Content-Security-Policy": "default-src 'none'; sandbox"})
+
+
+@router.get("/search", response_class=HTMLResponse, include_in_schema=False)
+async def find(request: Request, address: str, q: str = "", page: int = 1) -> Any:
+    s, list_id = await run_in_threadpool(_readable, request, address)
+    page = max(1, min(page, 100))
+    hits, total = await run_in_threadpool(search.search, ctx_of(request).site, list_id,
+                                          q[:200], PER_PAGE, (page - 1) * PER_PAGE) \
+        if q.strip() else ([], 0)
+    return ctx_of(request).render(request, "archive_search.html", s=s, q=q, hits=hits,
+                                  total=total, page=page, marks=marks,
+                                  author_name=reading.author_name)
+

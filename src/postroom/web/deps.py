@@ -1,0 +1,98 @@
+"""Request dependencies: the logged-in account of a page, the account and scopes of an
+API token, the list a URL names. A page without a login answers 303 to the login page
+(with ``next``); the API answers 401 (no or bad token) or 403 (scope or rights)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from postroom.errors import PostroomError
+from postroom.lists import store
+from postroom.lists.model import ListSettings
+from postroom.web import accounts
+from postroom.web.accounts import Admin
+from postroom.web.context import ctx_of
+from postroom.web.rights import Role, role_on
+from postroom.web.security import SESSION_COOKIE
+
+
+class LoginNeeded(Exception):
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+def login_url(next_path: str) -> str:
+    return f"/admin/login?next={quote(next_path, safe='/@')}"
+
+
+async def optional_admin(request: Request) -> Admin | None:
+    if hasattr(request.state, "admin"):
+        return request.state.admin  # type: ignore[no-any-return]
+    token = request.cookies.get(SESSION_COOKIE, "")
+    admin = await run_in_threadpool(accounts.session_admin, ctx_of(request).site, token) \
+        if token else None
+    request.state.admin = admin
+    return admin
+
+
+async def page_admin(request: Request) -> Admin:
+    """The logged-in account of an admin page, else a redirect to the login page."""
+    admin = await optional_admin(request)
+    if admin is None:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginNeeded(path)
+    return admin
+
+
+async def site_admin(admin: Admin = Depends(page_admin)) -> Admin:
+    if not admin.site_admin:
+        raise HTTPException(403, "only a site admin may do this")
+    return admin
+
+
+def list_settings(request: Request, address: str) -> ListSettings:
+    """The list named by ``address`` (``name@domain``) in the URL, or 404."""
+    site = ctx_of(request).site
+    if "@" not in address or len(address) > 320:
+        raise HTTPException(404, "no such list")
+    name, _, domain = address.lower().partition("@")
+    try:
+        return store.get_settings(site, name, domain)
+    except PostroomError:
+        raise HTTPException(404, "no such list") from None
+
+
+def need_role(request: Request, admin: Admin, settings: ListSettings, role: Role) -> Role:
+    got = role_on(ctx_of(request).site, admin, settings.address)
+    if got < role:
+        what = "an owner" if role >= Role.OWNER else "a moderator"
+        raise HTTPException(403, f"you are not {what}"
+                                 f" of {settings.address}")
+    return got
+
+
+class ApiAuth:
+    """An API route's dependency: a live bearer token with ``scope``."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    async def __call__(self, request: Request) -> Admin:
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise HTTPException(401, "an API token is needed: Authorization: Bearer TOKEN",
+                                headers={"WWW-Authenticate": "Bearer"})
+        found = await run_in_threadpool(accounts.token_admin, ctx_of(request).site,
+                                        token.strip())
+        if found is None:
+            raise HTTPException(401, "the token is unknown or revoked",
+                                headers={"WWW-Authenticate": "Bearer"})
+        admin, scopes = found
+        if self.scope not in scopes:
+            raise HTTPException(403, f"the token lacks the {self.scope!r} scope")
+        request.state.admin = admin
+        return admin
