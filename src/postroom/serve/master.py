@@ -14,12 +14,10 @@ import asyncio
 import gc
 import signal
 import socket
-import subprocess
 import sys
-import time
 
 from postroom import control, maillog
-from postroom.children import child_env, die_with_parent
+from postroom.children import ProcessGroup, die_with_parent
 from postroom.ops.sdnotify import SystemdNotify
 from postroom.runtime import Reloader
 from postroom.serve import Sockets, event_loop_run, run_services
@@ -32,59 +30,18 @@ from postroom.web.service import WebProcess
 DRAIN_SECONDS = 35.0
 
 
-class Workers:
+class Workers(ProcessGroup):
     """The intake processes, as one service of the master."""
 
     name = "workers"
 
     def __init__(self, site_dir: str, sockets: Sockets, count: int) -> None:
         fds = {lst.name: sock.fileno() for lst, sock in sockets}
-        self.argv = [sys.executable, "-m", "postroom.worker", "--site", site_dir]
+        argv = [sys.executable, "-m", "postroom.worker", "--site", site_dir]
         for name, fd in fds.items():
-            self.argv += ["--listener", f"{name}={fd}"]
-        self.fds = list(fds.values())
-        self.count = count
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.died = asyncio.Event()
-        self._watch: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.argv, pass_fds=self.fds, env=child_env())
-
-    async def start(self) -> None:
-        self.procs = [self._spawn() for _ in range(self.count)]
-        self._watch = asyncio.ensure_future(self._supervise())
-
-    async def _supervise(self) -> None:
-        while not self._stopping:
-            for i, proc in enumerate(self.procs):
-                if proc.poll() is not None and not self._stopping:
-                    maillog.event(f"intake process {proc.pid} exited ({proc.returncode}); "
-                                  "starting another")
-                    self.procs[i] = self._spawn()
-                    self.died.set()
-            await asyncio.sleep(0.2)
-
-    def signal(self, sig: int) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(sig)
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-        self.signal(signal.SIGTERM)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-
-    def reload(self, old: object, new: object) -> None:
-        self.signal(signal.SIGHUP)
+            argv += ["--listener", f"{name}={fd}"]
+        super().__init__("intake process", argv, list(fds.values()), count,
+                         drain=DRAIN_SECONDS)
 
 
 async def master(site_dir: str, sockets: Sockets, count: int, reloader: Reloader, *,

@@ -14,14 +14,11 @@ and archives after a restore.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
-import subprocess
 import sys
-import time
 from typing import Any
 
-from postroom import maillog
+from postroom.children import ProcessGroup
 from postroom.runtime import Reloader, Runtime
 from postroom.site import Site
 
@@ -98,55 +95,14 @@ class WebInLoop:
         return None  # the app reads the reloader's runtime at every request
 
 
-class WebProcess:
-    """The web app in a process of its own, supervised by the master."""
+class WebProcess(ProcessGroup):
+    """The web app in processes of its own, supervised by the master."""
 
     name = "web"
 
     def __init__(self, site_dir: str, sock: socket.socket, count: int = 1) -> None:
-        self.argv = [sys.executable, "-m", "postroom.web", "--site", site_dir,
-                     "--fd", str(sock.fileno())]
+        argv = [sys.executable, "-m", "postroom.web", "--site", site_dir,
+                "--fd", str(sock.fileno())]
+        super().__init__("web process", argv, [sock.fileno()], count,
+                         drain=DRAIN_SECONDS, pause=0.5)
         self.sock = sock
-        self.count = count
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self._watch: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        from postroom.children import child_env
-
-        return subprocess.Popen(self.argv, pass_fds=[self.sock.fileno()], env=child_env())
-
-    async def start(self) -> None:
-        self.procs = [self._spawn() for _ in range(self.count)]
-        self._watch = asyncio.ensure_future(self._supervise())
-
-    async def _supervise(self) -> None:
-        while not self._stopping:
-            for i, proc in enumerate(self.procs):
-                if proc.poll() is not None and not self._stopping:
-                    maillog.event(f"web process {proc.pid} exited ({proc.returncode}); "
-                                  "starting another")
-                    await asyncio.sleep(0.5)  # a process that cannot start must not spin
-                    self.procs[i] = self._spawn()
-            await asyncio.sleep(0.2)
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    def reload(self, old: Runtime, new: Runtime) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGHUP)
