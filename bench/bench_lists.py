@@ -496,7 +496,7 @@ class Bench:
         rss = sampler.rss()
         out = {"server": who, "mode": mode, "members": members, **got,
                "accept_s": round(t_250 - t_mail, 3),
-               "rcpts_per_s": round(members / got["all_s"], 1) if got["all_s"] > 0 else 0,
+               "rcpts_per_s": round(got["rcpts"] / got["all_s"], 1) if got["all_s"] > 0 else 0,
                "server_cpu_s": win["cpu_s"].get(who),
                "cpu_s": win["cpu_s"], "box_cpu_pct": win["box_cpu_pct"],
                "foreign_cpu_pct": win["foreign_cpu_pct"], "steal_pct": win["steal_pct"],
@@ -822,7 +822,9 @@ def summarise(r: dict[str, Any], args: argparse.Namespace,
     rows.append([f"first page of {args.big:,}: `postroom members list` (s, wall)",
                  f"{cli:.2f} (CLI floor {r['cli_floor']['wall_s']:.2f})", "", "", "", ""])
     mem = r["memory_fanout"]
-    rows.append([f"server RSS growth during a {args.big:,} fan-out (MB)",
+    partial = "" if mem["run"]["complete"] else \
+        f", {mem['run']['rcpts']:,} copies in {mem['run']['all_s']:.0f} s: timed out"
+    rows.append([f"server RSS growth during a {args.big:,} fan-out (MB{partial})",
                  f"{mem['rss_growth_mb']} (PSS {mem['pss_growth_mb']})", "", "", "< 50 MB",
                  "yes" if mem["rss_growth_mb"] < 50 else "NO"])
     if "mailman_idle" in r:

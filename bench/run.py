@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, bool]] = [
     ("bench_routing.py", False),
     ("bench_postfix.py", True),
+    ("bench_lists.py", False),  # with Mailman 3 from PyPI in /tmp/mm3-venv: about 15 min
 ]
 
 

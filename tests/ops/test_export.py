@@ -91,3 +91,29 @@ def test_force_writes_past_the_guard(example_site: Path) -> None:
     assert f"(was {before})" in out
     assert "pvisitor@inf.example.ac.uk" not in after
     assert "postmaster@inf.example.ac.uk" in after
+
+
+def test_fast_verdict_agrees_with_rcpt_on_every_kind_of_entry(example_site: Path) -> None:
+    """The export's fast path (``routing.verdict``) gives RCPT's answer for plain forwards,
+    and hands every other entry to the resolver: both agree on each of these."""
+    from postroom.routing.verdict import takes
+    from postroom.runtime import build
+
+    with open(example_site / "maps" / "aliases", "a") as f:
+        f.write("fw-out: someone@elsewhere.example.net\n"
+                "fw-local-only: rt\n"
+                "fw-nowhere: nobody-at-all\n"
+                "fw-refused: x@blocked.example.net\n"
+                "fw-mixed: nobody-at-all, y@blocked.example.net, z@fine.example.net\n"
+                "fw-pipe: \"|/bin/true\"\n"
+                "fw-literal: u@[192.0.2.1]\n")
+    with open(example_site / "maps" / "mailertable", "a") as f:
+        f.write("blocked.example.net error:5.7.1:550 We do not send there\n")
+    rt = build(example_site)
+    names = ["fw-out", "fw-local-only", "fw-nowhere", "fw-refused", "fw-mixed", "fw-pipe",
+             "fw-literal", "neilb", "rt", "postmaster", "nosuch"]
+    for name in names:
+        rcpt = rt.resolver.resolve(f"{name}@inf.example.ac.uk").refusal is None
+        assert takes(rt.resolver, name, "inf.example.ac.uk") is rcpt, name
+    assert not takes(rt.resolver, "fw-refused", "inf.example.ac.uk")
+    assert takes(rt.resolver, "fw-mixed", "inf.example.ac.uk")

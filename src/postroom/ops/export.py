@@ -4,9 +4,9 @@ for the upstream relays, which reject at their RCPT what is not in it.
 ``collect(runtime)`` gathers candidates from the maps (aliases, forwards, local users in
 each mail domain; virtusertable keys of the hosted domains and any local domain that has
 entries) and from the list store (each list and its ``SERVICE_SUFFIXES`` forms), and keeps
-only those the resolver takes (``Resolution.refusal is None``: the verdict RCPT gives), so
-the export and RCPT agree. A domain whose virtusertable catch-all takes an unknown name is
-exported as ``@domain``.
+only those the resolver takes (``routing.verdict.takes``: the verdict RCPT gives, with
+a fast path for plain forwards), so the export and RCPT agree. A domain whose
+virtusertable catch-all takes an unknown name is exported as ``@domain``.
 
 ``export(runtime)`` writes ``SITE/export/valid-addresses.txt`` (one address a line, sorted)
 and ``SITE/export/relay_recipients`` (Postfix ``relay_recipient_maps``: ``addr OK``), each
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from postroom.errors import PostroomError
+from postroom.routing import verdict
 from postroom.runtime import Runtime
 from postroom.safeio import atomic_replace
 from postroom.store.listnames import SERVICE_SUFFIXES
@@ -118,8 +119,7 @@ def collect(rt: Runtime, *, host_names: bool = False) -> ExportResult:
                 catch_alls.add(domain)
             elif "*" not in local:  # user+*@domain: the relays strip the detail themselves
                 candidates.add(f"{local.lower() if fold else local}@{domain}")
-    resolve = resolver.resolve
-    taken = [a for a in candidates if resolve(a).refusal is None]
+    taken = [a for a in candidates if verdict.takes(resolver, *a.rsplit("@", 1))]
     for domain in sorted(catch_alls):
         probe = f"postroom-export-probe-{secrets.token_hex(8)}@{domain}"
         if resolver.resolve(probe).refusal is None:
