@@ -778,7 +778,9 @@ def summarise(r: dict[str, Any], args: argparse.Namespace,
     out: dict[str, Any] = {}
 
     def ratio(mm: float | None, pr: float) -> str:
-        return f"{mm / pr:.0f}x" if mm and pr else "-"
+        if not mm or not pr:
+            return "-"
+        return f"{mm / pr:.0f}x" if mm / pr >= 10 else f"{mm / pr:.2f}x"
 
     for n in fan["postroom"]:
         pr_med = median_row(fan["postroom"][n])

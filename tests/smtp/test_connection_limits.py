@@ -338,7 +338,7 @@ def test_refused_with_421_before_the_descriptor_limit(site: Path, ca: trustme.CA
     profile = site / "postroom.toml"
     profile.write_text(profile.read_text().replace(
         "recipients = 1000\n", "recipients = 1000\ntrusted_exempt = false\n"
-        "client_connections = 1000\n"))
+        "client_connections = 1000\nclient_rate = 0\n"))
     # 400 descriptors for each server process: 144 sessions each (400 less the reserve)
     server = Server(site, workers, wrapper=("prlimit", "--nofile=400:400")).start()
     try:

@@ -134,10 +134,13 @@ class SmtpClient:
                         job.progress(d, attempt.reply)
             return unsent
         left: list[Delivery] = []
+        if pending:
+            job.recipient(pending[0])  # the owner map, built once
         for i, d in enumerate(pending):
             sender, message = job.personal(d)
             one = Job(dataclasses.replace(job.envelope, sender=sender), message, [d],
                       job.queue_id)
+            one._owners = job._owners  # same recipients: never rebuilt per copy
             left += await transactions(session, one, [d], done, 1)
             attempt = done.get(id(d))
             if job.progress is not None and attempt is not None \

@@ -59,7 +59,9 @@ def fan_out(jobs: dict[JobKey, Job], size: int = FANOUT_CHUNK) -> list[tuple[Job
         if job.render is None or len(job.deliveries) <= size:
             out.append((key, job))
             continue
+        job.recipient(job.deliveries[0])  # the owner map, built once and shared
         for start in range(0, len(job.deliveries), size):
-            out.append((key, dataclasses.replace(job, deliveries=job.deliveries[start:
-                                                                              start + size])))
+            piece = dataclasses.replace(job, deliveries=job.deliveries[start:start + size])
+            piece._owners = job._owners
+            out.append((key, piece))
     return out

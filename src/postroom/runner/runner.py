@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 
 from postroom import maillog
-from postroom.envelope import Delivery, Envelope
+from postroom.envelope import Delivery, Envelope, Recipient
 from postroom.errors import QueueError
 from postroom.queue import dsn, ids
 from postroom.queue.journal import SentJournal
@@ -340,7 +340,13 @@ class QueueRunner:
                 job: Job | None = None) -> None:
         q = rt.site.profile.queue
         now = self.clock()
-        owner = {id(d): r for r in env.recipients for d in r.deliveries}
+        owner_of: Callable[[Delivery], Recipient | None]
+        if job is not None:
+            owner_of = job.recipient  # the job's map, built once for all its pieces
+        else:
+            owners = {id(d): r for r in env.recipients for d in r.deliveries}
+            owner_of = lambda d: owners.get(id(d))  # noqa: E731
+
         for a in attempts:
             a.apply()
             d = a.delivery
@@ -352,7 +358,7 @@ class QueueRunner:
             else:
                 d.next_attempt = now + retry_delay(d.tries, q.retry_initial, q.retry_max)
                 stat = f"Deferred: {a.reply}"
-            r = owner.get(id(d))
+            r = owner_of(d)
             relay = a.remote or (d.host if d.host else d.mailer)
             maillog.delivery(env.id, d.user if "@" in d.user else d.address,
                              r.address if r else "", d.mailer, relay,
