@@ -107,6 +107,25 @@ def ip_literal(text: str) -> str | None:
         return None
 
 
+def txt_resolver(nameservers: Iterable[str], timeout: float) -> dns.resolver.Resolver:
+    """A synchronous dnspython resolver for TXT lookups (DMARC, DKIM keys, MTA-STS) on the
+    site's ``[dns] nameservers`` (empty: the system's), with the same refusal as
+    ``MxResolver`` to ask the machine's resolver under the test suite."""
+    entries = list(nameservers)
+    if not entries and os.environ.get("POSTROOM_FORBID_SYSTEM_DNS"):
+        raise ConfigError("postroom.toml", "dns.nameservers is empty but "
+                          "POSTROOM_FORBID_SYSTEM_DNS is set", field="dns.nameservers",
+                          hint="point nameservers at the test DNS server")
+    if entries:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(address, port)
+                                for address, port in parse_nameservers(entries)]
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.timeout = resolver.lifetime = timeout
+    return resolver
+
+
 def parse_nameservers(entries: Iterable[str]) -> list[tuple[str, int]]:
     """``["192.0.2.53", "127.0.0.1:5353", "[::1]:53"]`` -> ``[(address, port), ...]``."""
     out: list[tuple[str, int]] = []

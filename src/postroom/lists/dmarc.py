@@ -29,7 +29,6 @@ engine runs the pipeline off the event loop (``asyncio.to_thread(pipeline.run, c
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -39,8 +38,7 @@ import dns.exception
 import dns.nameserver
 import dns.resolver
 
-from postroom.delivery.mx import parse_nameservers
-from postroom.errors import ConfigError
+from postroom.delivery.mx import txt_resolver
 from postroom.lists.context import DnsLookupError, Handler, PostContext, TxtLookup
 from postroom.lists.model import DmarcMitigation, ReplyTo
 from postroom.site import Site
@@ -197,20 +195,7 @@ class DnsTxt:
     empty: the system's), answering the :class:`TxtLookup` contract."""
 
     def __init__(self, nameservers: Iterable[str] = (), *, timeout: float = 5.0) -> None:
-        entries = list(nameservers)
-        if not entries and os.environ.get("POSTROOM_FORBID_SYSTEM_DNS"):
-            # as delivery.mx: under the test suite, never ask the machine's resolver
-            raise ConfigError("postroom.toml", "dns.nameservers is empty but "
-                              "POSTROOM_FORBID_SYSTEM_DNS is set", field="dns.nameservers",
-                              hint="point nameservers at the test DNS server")
-        if entries:
-            self._resolver = dns.resolver.Resolver(configure=False)
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(address, port)
-                                          for address, port in parse_nameservers(entries)]
-        else:
-            self._resolver = dns.resolver.Resolver()
-        self._resolver.timeout = timeout
-        self._resolver.lifetime = timeout
+        self._resolver = txt_resolver(nameservers, timeout)
 
     @classmethod
     def from_site(cls, site: Site) -> DnsTxt:

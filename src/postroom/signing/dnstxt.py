@@ -3,30 +3,15 @@
 
 from __future__ import annotations
 
-import os
-
 import dns.exception
-import dns.nameserver
-import dns.resolver
 
-from postroom.delivery.mx import parse_nameservers
-from postroom.errors import ConfigError
+from postroom.delivery.mx import txt_resolver
 from postroom.site import Site
 
 
 class TxtResolver:
     def __init__(self, nameservers: list[str], timeout: float) -> None:
-        if not nameservers and os.environ.get("POSTROOM_FORBID_SYSTEM_DNS"):
-            raise ConfigError("postroom.toml", "dns.nameservers is empty but "
-                              "POSTROOM_FORBID_SYSTEM_DNS is set", field="dns.nameservers",
-                              hint="point nameservers at the test DNS server")
-        if nameservers:
-            self._resolver = dns.resolver.Resolver(configure=False)
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(a, p)
-                                          for a, p in parse_nameservers(nameservers)]
-        else:
-            self._resolver = dns.resolver.Resolver()
-        self._resolver.timeout = self._resolver.lifetime = timeout
+        self._resolver = txt_resolver(nameservers, timeout)
 
     @classmethod
     def from_site(cls, site: Site) -> TxtResolver:
