@@ -28,6 +28,7 @@ import click
 from postroom.cli.options import open_home, reports_errors, site_option
 from postroom.envelope import Delivery, Envelope, RcptState, Recipient
 from postroom.errors import PostroomError
+from postroom.queue.schedule import due_now
 from postroom.queue.spool import CorruptEnvelope, Spool, UnknownMessage
 
 if TYPE_CHECKING:
@@ -209,12 +210,9 @@ def flush(ctx: click.Context, site_dir: str | None, qids: tuple[str, ...]) -> No
 
         def now(envelope: Envelope) -> bool:
             nonlocal changed
-            due = [d for d in envelope.deliveries
-                   if d.state == RcptState.DEFERRED and d.next_attempt != 0]
-            for d in due:
-                d.next_attempt = 0.0
-            changed += bool(due)
-            return bool(due)
+            moved = due_now(envelope)
+            changed += moved
+            return moved
 
         def reschedule(qid: str) -> None:
             spool.modify(qid, now)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from postroom import control
-from postroom.envelope import Envelope, RcptState
+from postroom.envelope import Envelope
 from postroom.errors import PostroomError
+from postroom.queue.schedule import due_now
 from postroom.queue.spool import Spool, UnknownMessage
 from postroom.site import Site
 
@@ -57,12 +58,9 @@ def flush(site: Site, qid: str | None = None) -> dict[str, Any]:
 
     def now(envelope: Envelope) -> bool:
         nonlocal changed
-        due = [d for d in envelope.deliveries
-               if d.state == RcptState.DEFERRED and d.next_attempt != 0]
-        for d in due:
-            d.next_attempt = 0.0
-        changed += bool(due)
-        return bool(due)
+        moved = due_now(envelope)
+        changed += moved
+        return moved
 
     with Spool(site.queue_dir) as spool:
         for one in ([qid] if qid else spool.ids(include_held=False)):
