@@ -25,12 +25,16 @@ def ca() -> trustme.CA:
 
 @dataclass
 class RsyncDaemon:
+    """Three modules on one directory: ``mirror`` (a good one), ``lossy`` (silently drops
+    every file named ``aliases``: a copy that comes out short) and ``nodelete`` (refuses
+    ``--delete``)."""
+
     port: int
     root: Path      # what module "mirror" holds
     log: Path
 
-    def url(self, path: str = "") -> str:
-        return f"rsync://127.0.0.1:{self.port}/mirror/{path}".rstrip("/")
+    def url(self, path: str = "", module: str = "mirror") -> str:
+        return f"rsync://127.0.0.1:{self.port}/{module}/{path}".rstrip("/")
 
 
 def _free_port() -> int:
@@ -49,7 +53,11 @@ def rsync_daemon(tmp_path: Path) -> Iterator[RsyncDaemon]:
     conf.write_text(f"use chroot = false\nmunge symlinks = false\nlog file = {log}\n"
                     f"pid file = {tmp_path}/rsyncd.pid\n"
                     f"[mirror]\npath = {root}\nread only = false\n"
-                    f"uid = {os.getuid()}\ngid = {os.getgid()}\n")
+                    f"uid = {os.getuid()}\ngid = {os.getgid()}\n"
+                    f"[lossy]\npath = {root}\nread only = false\nexclude = aliases\n"
+                    f"uid = {os.getuid()}\ngid = {os.getgid()}\n"
+                    f"[nodelete]\npath = {root}\nread only = false\n"
+                    f"refuse options = delete\nuid = {os.getuid()}\ngid = {os.getgid()}\n")
     for _ in range(5):
         port = _free_port()
         proc = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--port={port}",

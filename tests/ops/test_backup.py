@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 import trustme
 
+from postroom import site as site_mod
 from postroom.ops import generations as gens
 from postroom.ops import manifest as mf
+from postroom.ops import mirror
+from postroom.ops.backup import backup as take
 from postroom.ops.manifest import BackupError
 from postroom.serve.periodic import read_state
 from tests.conftest import run
@@ -190,6 +194,99 @@ def test_push_to_an_rsync_daemon(example_site: Path, tmp_path: Path,
     # a target that is no rsync target is refused before anything is written
     r = run("backup", str(dest), "--to", "/just/a/path", site=example_site)
     assert r.returncode == EX_DATAERR and "rsync://HOST[:PORT]/MODULE/PATH" in r.stderr
+
+
+def _remote(target: str) -> list[str]:
+    """The mirror as an operator lists it: ``rsync --list-only TARGET/``."""
+    r = subprocess.run(["rsync", "--list-only", "--links", f"{target}/"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return sorted(line.split(None, 4)[4] for line in r.stdout.splitlines()
+                  if not line.endswith(" ."))
+
+
+def test_push_prunes_the_mirror_and_never_zaps_the_last_good_one(
+        example_site: Path, tmp_path: Path, rsync_daemon: RsyncDaemon) -> None:
+    dest, site = tmp_path / "backup", site_mod.load(example_site)
+    target = rsync_daemon.url("crunchie-mail")
+    mirror = rsync_daemon.root / "crunchie-mail"
+    mirror.mkdir(mode=0o700)
+    (mirror / "notes").mkdir()  # the mirror's own things: never touched
+    (mirror / "notes" / "README").write_text("the mirror's admins\n")
+    pushed = []
+    for _ in range(3):
+        result = take(site, dest, keep=2, to=(target,))
+        pushed.append(result.generation.name)
+    first, second, third = pushed
+    assert result.mirror_pruned == {target: [first]}
+    assert _remote(target) == sorted([second, third, f"latest -> {third}", "notes"])
+    # a push that fails half-way (the lossy module refuses the aliases map) is never
+    # marked verified there, moves no latest and prunes nothing, even with --keep 1
+    lossy = rsync_daemon.url("crunchie-mail", module="lossy")
+    with pytest.raises(BackupError, match="failed while copying") as failed:
+        take(site, dest, keep=1, to=(lossy,))
+    assert "latest was not moved and nothing on it was removed" in str(failed.value)
+    short = gens.latest_name(dest)  # published here; only its push failed
+    assert short not in pushed and (mirror / short).is_dir()
+    assert not (mirror / short / mf.VERIFIED).exists()
+    assert _remote(target) == sorted([second, third, short, f"latest -> {third}", "notes"])
+    # what the operator sees: the failed copy is named as such
+    listing = ok("backup", "list", target)
+    assert listing.splitlines() == [
+        f"{second}  verified", f"{third}  latest",
+        f"{short}  UNVERIFIED (a push that failed, or one still running)"]
+    # the next good push prunes to --keep 1 among the verified copies, keeps the newest,
+    # leaves the failed copy (it may be a push still running) and says so
+    r = run("backup", str(dest), "--keep", "1", "--to", target, site=example_site)
+    assert r.returncode == 0, r.stderr
+    fourth = gens.latest_name(dest)
+    assert f"pruned on {target}: {second}, {third}" in r.stdout
+    assert f"{short} without a verified manifest" in r.stderr
+    assert _remote(target) == sorted([short, str(fourth), f"latest -> {fourth}", "notes"])
+    assert mf.problems(mirror / str(fourth)) == []
+    assert (mirror / "notes" / "README").exists()
+    assert names(dest) == [fourth]  # DEST pruned to --keep 1 as well
+
+
+def test_a_mirror_that_refuses_deletes_keeps_everything(
+        example_site: Path, tmp_path: Path, rsync_daemon: RsyncDaemon) -> None:
+    dest, site = tmp_path / "backup", site_mod.load(example_site)
+    target = rsync_daemon.url("m", module="nodelete")
+    first = take(site, dest, keep=1, to=(target,))
+    second = take(site, dest, keep=1, to=(target,))
+    assert second.pushed == [f"{target}/{second.generation.name}"]
+    assert second.mirror_pruned == {}
+    assert any(f"{target} not pruned" in w for w in second.warnings)
+    names_there = [g.name for g in mirror.generations(target) if g.good]
+    assert names_there == [first.generation.name, second.generation.name]
+    [latest] = [g.name for g in mirror.generations(target) if g.latest]
+    assert latest == second.generation.name
+
+
+def test_a_mirror_that_cannot_be_reached_is_an_error_and_dest_is_kept(
+        example_site: Path, tmp_path: Path, closed_port: int) -> None:
+    dest = tmp_path / "backup"
+    r = run("backup", str(dest), "--to", f"rsync://127.0.0.1:{closed_port}/mirror/x",
+            site=example_site)
+    assert r.returncode == EX_DATAERR and "failed while copying" in r.stderr
+    assert gens.latest_name(dest) in names(dest)  # the generation itself is good
+
+
+def test_mirror_listing_is_read_as_rsync_prints_it() -> None:
+    listing = (
+        "drwx------          4,096 2026/12/01 15:20:58 .\n"
+        "lrwxrwxrwx             16 2026/12/01 15:20:58 latest -> 20261201T000000Z\n"
+        "drwx------          4,096 2026/12/01 15:20:58 20261201T000000Z\n"
+        "-rw-------          3,003 2026/12/01 15:20:58 20261201T000000Z/manifest.json\n"
+        "-rw-------             21 2026/12/01 15:20:58 20261201T000000Z/verified\n"
+        "drwx------          4,096 2026/12/01 15:20:58 20261202T000000Z\n"
+        "-rw-------          3,003 2026/12/01 15:20:58 20261202T000000Z/manifest.json\n"
+        "drwxr-xr-x          4,096 2026/12/01 15:20:58 my notes\n")
+    found = {g.name: g for g in mirror.parse_listing(listing)}
+    assert list(found) == ["20261201T000000Z", "20261202T000000Z"]  # no "my notes"
+    assert found["20261201T000000Z"].good and found["20261201T000000Z"].latest
+    assert not found["20261202T000000Z"].good
+    assert found["20261202T000000Z"].status.startswith("UNVERIFIED")
 
 
 def test_progress_bar_can_be_forced(example_site: Path, tmp_path: Path) -> None:

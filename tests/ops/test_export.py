@@ -117,3 +117,24 @@ def test_fast_verdict_agrees_with_rcpt_on_every_kind_of_entry(example_site: Path
         assert takes(rt.resolver, name, "inf.example.ac.uk") is rcpt, name
     assert not takes(rt.resolver, "fw-refused", "inf.example.ac.uk")
     assert takes(rt.resolver, "fw-mixed", "inf.example.ac.uk")
+
+
+def test_each_address_once_with_counts_that_add_up(example_site: Path) -> None:
+    """A name both in the maps and in the virtusertable of a local domain, in every host
+    name too (``--host-names``): once each, sorted, counted in its own domain."""
+    from postroom.ops.export import collect
+    from postroom.runtime import build
+
+    with open(example_site / "maps" / "virtusertable", "a") as f:
+        f.write("neilb@inf.example.ac.uk  neilb@staffmail.example.ac.uk\n"
+                "help@inf.example.ac.uk  helpdesk\n")
+    for host_names in (False, True):
+        result = collect(build(example_site), host_names=host_names)
+        found = result.addresses
+        assert found == sorted(set(found))
+        assert "neilb@inf.example.ac.uk" in found and "help@inf.example.ac.uk" in found
+        counted: dict[str, int] = {}
+        for a in found:
+            counted[a.rpartition("@")[2]] = counted.get(a.rpartition("@")[2], 0) + 1
+        assert result.per_domain == counted
+    assert any(a.endswith("@mail.inf.example.ac.uk") for a in found)  # a host name

@@ -33,7 +33,8 @@ class _TakeByDefault(click.Group):
 def backup() -> None:
     """Back up the site home: 'postroom backup DEST' writes a new generation in DEST
     beside the old ones, verifies it, then makes it the latest ('DEST/latest').
-    'postroom backup list DEST' and 'postroom backup verify DEST' look at what is there."""
+    'postroom backup list DEST' and 'postroom backup verify DEST' look at what is there.
+    With --to, the generation is pushed to a mirror, which is then pruned like DEST."""
 
 
 @contextmanager
@@ -68,14 +69,15 @@ def _progress(show: bool | None) -> Iterator[Progress | None]:
 @click.option("--force", is_flag=True, help="Promote it even if it is much smaller.")
 @click.option("--to", "mirrors", multiple=True, metavar="TARGET",
               help="Then push it with rsync to rsync://HOST/MODULE/PATH or HOST:PATH "
-                   "(repeatable).")
+                   "and prune the mirror to --keep too (repeatable).")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
 @reports_errors
 def take(site_dir: str | None, dest: Path, keep: int | None, max_shrink: float | None,
          force: bool, mirrors: tuple[str, ...], progress: bool | None) -> None:
     """Write a new generation of the site home into DEST while the server runs, verify
-    it against its manifest, then point DEST/latest at it and prune old generations."""
+    it against its manifest, then point DEST/latest at it and prune old generations;
+    then push it to each --to mirror and prune the mirror the same way."""
     from postroom import site as site_mod
     from postroom.ops.backup import backup as take_backup
 
@@ -88,14 +90,24 @@ def take(site_dir: str | None, dest: Path, keep: int | None, max_shrink: float |
     click.echo(result.summary())
 
 
-@backup.command("list", short_help="List the generations in DEST.")
-@click.argument("dest", type=DEST)
+@backup.command("list", short_help="List the generations in DEST or on a mirror.")
+@click.argument("dest")
 @reports_errors
-def list_(dest: Path) -> None:
-    """One line per generation: name, files, bytes, queued messages, status."""
+def list_(dest: str) -> None:
+    """One line per generation: name, files, bytes, queued messages, status. DEST may be
+    a mirror (rsync://HOST[:PORT]/MODULE/PATH or HOST:PATH): then name and status, as
+    rsync lists it (latest, verified, UNVERIFIED: a push that failed or is running)."""
+    from postroom.ops import mirror
     from postroom.ops.generations import generations
 
-    found = generations(dest)
+    if mirror.is_target(dest):
+        remote = mirror.generations(dest)
+        if not remote:
+            click.echo(f"{dest}: no generations")
+        for r in remote:
+            click.echo(f"{r.name}  {r.status}")
+        return
+    found = generations(Path(dest))
     if not found:
         click.echo(f"{dest}: no generations")
         return

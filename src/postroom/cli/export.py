@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -27,12 +28,21 @@ def export_addresses(site_dir: str | None, max_shrink: float | None, force: bool
     from postroom.ops.export import ShrinkRefused, export
     from postroom.runtime import build
 
-    rt = build(site_dir)
-    if max_shrink is None:
-        max_shrink = rt.site.profile.export.max_shrink
+    # The maps and the export are a few hundred thousand objects, none of them garbage:
+    # the cycle collector's passes over them while they are built are pure cost (0.15 s
+    # of 200,000 addresses, docs/performance.md). One run, so it is off while it lasts.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        result = export(rt, max_shrink=max_shrink, force=force, host_names=host_names)
-    except ShrinkRefused as e:
-        click.echo(f"postroom: export-addresses: {e}", err=True)
-        sys.exit(e.exit_code)
-    click.echo(result.summary())
+        rt = build(site_dir)
+        if max_shrink is None:
+            max_shrink = rt.site.profile.export.max_shrink
+        try:
+            result = export(rt, max_shrink=max_shrink, force=force, host_names=host_names)
+        except ShrinkRefused as e:
+            click.echo(f"postroom: export-addresses: {e}", err=True)
+            sys.exit(e.exit_code)
+        click.echo(result.summary())
+    finally:
+        if collecting:
+            gc.enable()

@@ -1,5 +1,6 @@
 """``postroom backup DEST``: a new generation of the site home in DEST, written beside
-the old ones, verified, published, pruned, and pushed to mirrors.
+the old ones, verified, published, pruned, and pushed to mirrors, which are pruned the
+same way after each push that succeeded.
 
 The steps, each in its own module: the consistent copy (``snapshot``), the generations
 and the rules that keep the last good one (``generations``), the manifest
@@ -26,6 +27,7 @@ class BackupResult:
     seconds: float
     pruned: list[str] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)
+    mirror_pruned: dict[str, list[str]] = field(default_factory=dict)  # target: names
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -38,15 +40,20 @@ class BackupResult:
             said += f"; pruned {', '.join(self.pruned)}"
         if self.pushed:
             said += f"; pushed to {', '.join(self.pushed)}"
+        for target, names in self.mirror_pruned.items():
+            if names:
+                said += f"; pruned on {target}: {', '.join(names)}"
         return said
 
 
 def backup(site: Site, dest: Path, *, keep: int | None = None,
            max_shrink: float | None = None, force: bool = False, to: tuple[str, ...] = (),
            progress: Progress | None = None) -> BackupResult:
-    """Take, verify and publish a generation; prune; push it to each mirror in ``to``.
-    NotPromoted when it is much smaller than the latest (it is kept, held); BackupError
-    for anything that stops it (the earlier generations are never touched)."""
+    """Take, verify and publish a generation; prune; push it to each mirror in ``to`` and
+    prune that mirror to ``keep`` too. NotPromoted when it is much smaller than the latest
+    (it is kept, held, and pushed nowhere); BackupError for anything that stops it (the
+    earlier generations are never touched, here nor on a mirror). A mirror that cannot be
+    pruned after a good push is a warning: its old generations stay."""
     cfg = site.profile.backup
     keep = cfg.keep if keep is None else keep
     max_shrink = cfg.max_shrink if max_shrink is None else max_shrink
@@ -73,8 +80,22 @@ def backup(site: Site, dest: Path, *, keep: int | None = None,
             gens.prune(dest, keep)  # the held one is the newest; latest is protected
             raise
         pruned = gens.prune(dest, keep)
-    pushed = [mirror.push(generation.path, target) for target in to]
-    return BackupResult(generation, time.monotonic() - start, pruned, pushed, snap.warnings)
+    result = BackupResult(generation, 0.0, pruned, warnings=snap.warnings)
+    for target in to:
+        result.pushed.append(mirror.push(generation.path, target))
+        try:
+            done = mirror.prune(target, keep, generation.name)
+        except BackupError as e:
+            result.warnings.append(f"{target} not pruned (its generations are all "
+                                   f"kept): {e}")
+            continue
+        result.mirror_pruned[target] = done.removed
+        if done.left:
+            result.warnings.append(
+                f"{target} holds {', '.join(done.left)} without a verified manifest (a "
+                "push that failed, or one still running); left as they are")
+    result.seconds = time.monotonic() - start
+    return result
 
 
 def verify(dest: Path, names: tuple[str, ...] = ()) -> dict[str, list[str]]:

@@ -91,14 +91,17 @@ def _names(group: Iterable[object]) -> set[str]:
 
 
 def collect(rt: Runtime, *, host_names: bool = False) -> ExportResult:
-    """Every address the resolver takes, sorted, with counts per domain."""
+    """Every address the resolver takes, sorted, with counts per domain.
+
+    The candidates are kept as local parts per domain, so each is asked of the resolver
+    as (local, domain) as it stands and only a taken one becomes an address string."""
     site, maps, resolver = rt.site, rt.maps, rt.resolver
     fold = not site.profile.routing.local_parts_case_sensitive
     domains = export_domains(rt, host_names=host_names)
     local_domains = [d for d in domains if d in site.local_domains]
     names = _names(maps.aliases) | _names(maps.forwards) | _names(maps.local_users)
     names.discard("")
-    candidates: set[str] = set()
+    extra: dict[str, set[str]] = {}  # domain: local parts besides ``names``
     for name, domain in list_pairs(rt):
         forms = [name.lower() + s for s in ("", *SERVICE_SUFFIXES)]
         names.update(forms)
@@ -106,8 +109,7 @@ def collect(rt: Runtime, *, host_names: bool = False) -> ExportResult:
         if domain not in local_domains and (domain in site.local_domains
                                             or domain in site.hosted_domains):
             # a list in a host name or a hosted domain: its addresses there too
-            candidates.update(f"{f}@{domain}" for f in forms)
-    candidates.update(f"{n}@{d}" for d in local_domains for n in names)
+            extra.setdefault(domain, set()).update(forms)
     catch_alls: set[str] = set()
     exported = set(domains)
     for m in maps.virtusertable:
@@ -118,17 +120,27 @@ def collect(rt: Runtime, *, host_names: bool = False) -> ExportResult:
             if not local:
                 catch_alls.add(domain)
             elif "*" not in local:  # user+*@domain: the relays strip the detail themselves
-                candidates.add(f"{local.lower() if fold else local}@{domain}")
-    taken = [a for a in candidates if verdict.takes(resolver, *a.rsplit("@", 1))]
+                extra.setdefault(domain, set()).add(local.lower() if fold else local)
+    takes = verdict.takes
+    taken: list[str] = []
+    per_domain: dict[str, int] = {}
+
+    def ask(domain: str, candidates: Iterable[str]) -> None:
+        found = [f"{n}@{domain}" for n in candidates if takes(resolver, n, domain)]
+        if found:
+            taken.extend(found)
+            per_domain[domain] = per_domain.get(domain, 0) + len(found)
+
+    for domain in local_domains:
+        ask(domain, names)
+    for domain, more in extra.items():
+        ask(domain, more - names if domain in local_domains else more)
     for domain in sorted(catch_alls):
         probe = f"postroom-export-probe-{secrets.token_hex(8)}@{domain}"
         if resolver.resolve(probe).refusal is None:
             taken.append(f"@{domain}")
+            per_domain[domain] = per_domain.get(domain, 0) + 1
     taken.sort()
-    per_domain: dict[str, int] = {}
-    for a in taken:
-        d = a.rpartition("@")[2]
-        per_domain[d] = per_domain.get(d, 0) + 1
     return ExportResult(taken, per_domain)
 
 

@@ -14,7 +14,8 @@ checked against its manifest, renamed to ``NAME`` and marked ``verified``; only 
 ``latest`` moved to it. One much smaller than the generation ``latest`` names (a
 half-mounted disk, an emptied store) is kept but marked ``held`` and not promoted, unless
 forced. Pruning keeps the newest ``keep`` generations and never removes the one ``latest``
-names nor the newest verified one.
+names nor the newest verified one; ``mirror.prune`` applies the same rules to a mirror
+after each push.
 """
 
 from __future__ import annotations
