@@ -2,6 +2,7 @@
 """postroom against Postfix, in the same run, with Postfix's own load tools.
 
     .venv/bin/python bench/bench_intake.py [--runs 3] [--messages 5000] [--skip-postfix]
+        [--fsync-delay-ms 0 1]
 
 For each server (postroom, then the Postfix reference of bench/postfix_reference.py), both
 relaying everything to one ``smtp-sink`` on 127.0.0.1:
@@ -10,6 +11,10 @@ relaying everything to one ``smtp-sink`` on 127.0.0.1:
   every message got its 250 (the server fsyncs before each 250);
 - e2e: msg/s until the server's queue is empty and the sink has every message;
 - the same with ``-r 10`` (10 recipients per message).
+
+``--fsync-delay-ms``: run the comparison again with that much added to every fsync in both
+servers (``fsync_delay``: an LD_PRELOAD library; 0 is the machine's own disk). Each run
+counts the fsyncs both servers made, so the result shows that both paid the delay.
 
 For postroom also: peak RSS of the server tree, RSS with 1,000 idle connections, and one
 message with 10,000 recipients for one destination (time until all are handed over).
@@ -33,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
+import fsync_delay
 from postfix_reference import PostfixReference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +78,9 @@ workers = {workers}
 
 
 class Postroom:
-    def __init__(self, sink_port: int, workers: int) -> None:
+    def __init__(self, sink_port: int, workers: int,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.extra_env = dict(extra_env or {})
         self.dir = Path(tempfile.mkdtemp(prefix="postroom-bench-"))
         self.port = common.free_port()
         (self.dir / "maps").mkdir()
@@ -83,7 +91,8 @@ class Postroom:
     def start(self) -> int:
         self._err = (self.dir / "serve.err").open("w")  # closed in stop()
         self.proc = subprocess.Popen([POSTROOM, "serve", "--site", str(self.dir)],
-                                     stdout=subprocess.DEVNULL, stderr=self._err)
+                                     stdout=subprocess.DEVNULL, stderr=self._err,
+                                     env={**os.environ, **self.extra_env})
         if not common.wait_listening(self.port, timeout=20):
             raise RuntimeError("postroom did not start")
         time.sleep(1.0)  # let the intake processes come up
@@ -120,9 +129,13 @@ class Postroom:
         subprocess.run(["rm", "-rf", str(self.dir)], check=False)
 
 
-def one_run(kind: str, rcpts: int, messages: int, workers: int) -> dict[str, Any]:
+def one_run(kind: str, rcpts: int, messages: int, workers: int,
+            delay_ms: float = 0.0) -> dict[str, Any]:
+    counter = fsync_delay.new_counter()
+    env = fsync_delay.environment(delay_ms, counter)
     with common.SmtpSink() as sink:
-        server: Any = Postroom(sink.port, workers) if kind == "postroom" else PostfixReference()
+        server: Any = (Postroom(sink.port, workers, env) if kind == "postroom"
+                       else PostfixReference(extra_env=env))
         try:
             port = server.start() if kind == "postroom" else server.start(sink.port)
             if kind == "postfix":
@@ -130,11 +143,13 @@ def one_run(kind: str, rcpts: int, messages: int, workers: int) -> dict[str, Any
             common.quiet_gate(timeout_s=30)
             trees = {"server": server.pid if kind == "postroom" else server.master_pid(),
                      "sink": sink.pid}
+            fsync_delay.reset(counter)
             with common.ProcessSampler(trees) as sampler:
                 res = common.run_smtp_source(port, messages, rcpts=rcpts)
-                sampler.mark("accepted")
+                sampler.mark("accepted", pss=True)
                 done = server.wait_queue_empty()
                 sampler.mark("empty")
+            fsyncs = fsync_delay.count(counter)
             expected = messages
             end = time.monotonic() + 60
             while sink.messages() < expected and time.monotonic() < end:
@@ -146,6 +161,9 @@ def one_run(kind: str, rcpts: int, messages: int, workers: int) -> dict[str, Any
                 "accept_msgs_per_s": res["msgs_per_s"],
                 "e2e_msgs_per_s": round(messages / e2e, 1) if e2e else None,
                 "sink_messages": sink.messages(),
+                "fsync_delay_ms": delay_ms,
+                "fsyncs_per_msg": round(fsyncs / messages, 2),
+                "server_cpu_ms_per_msg": round(win["cpu_s"]["server"] * 1000 / messages, 3),
                 "server_cpu_pct": win["cpu_pct"]["server"],
                 "box_cpu_pct": win.get("box_cpu_pct"),
                 "foreign_cpu_pct": win.get("foreign_cpu_pct"),
@@ -153,11 +171,13 @@ def one_run(kind: str, rcpts: int, messages: int, workers: int) -> dict[str, Any
                 "sink_cpu_pct": win["cpu_pct"]["sink"],
                 "top_foreign": win.get("top_foreign"),
                 "peak_rss_mb": round(sampler.peak_rss.get("server", 0) / 2**20, 1),
+                "pss_mb_at_accepted": sampler.pss_mb("accepted").get("server"),
                 "source_cpu_pct": res["source_cpu_pct"],
                 "command": res["command"],
             }
         finally:
             server.stop()
+            counter.unlink(missing_ok=True)
 
 
 def idle_connections(count: int, workers: int) -> dict[str, Any]:
@@ -208,6 +228,36 @@ def big_message(recipients: int, workers: int) -> dict[str, Any]:
             pr.stop()
 
 
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(key: str) -> float:
+        return common.median_of([r[key] or 0 for r in runs])
+
+    return {"runs": runs, "accept_median": med("accept_msgs_per_s"),
+            "e2e_median": med("e2e_msgs_per_s"), "fsyncs_per_msg": med("fsyncs_per_msg"),
+            "cpu_ms_per_msg": med("server_cpu_ms_per_msg"),
+            "pss_mb": med("pss_mb_at_accepted")}
+
+
+def ratio_table(results: dict[str, Any], delays: list[float]) -> str:
+    """postroom / Postfix, per load and fsync delay (the table docs/performance.md shows)."""
+    rows = []
+    for delay in delays:
+        for rcpts in (1, 10):
+            tail = f"_r{rcpts}" + (f"_delay{delay:g}ms" if delay else "")
+            ours, ref = results[f"postroom{tail}"], results[f"postfix{tail}"]
+            for what in ("accept", "e2e"):
+                a, b = ours[f"{what}_median"], ref[f"{what}_median"]
+                rows.append((f"+{delay:g} ms" if delay else "machine's own", rcpts, what,
+                             a, b, round(a / b, 2) if b else "-"))
+            rows.append(("", rcpts, "CPU ms/msg", ours["cpu_ms_per_msg"],
+                         ref["cpu_ms_per_msg"], ""))
+            rows.append(("", rcpts, "fsyncs/msg", ours["fsyncs_per_msg"],
+                         ref["fsyncs_per_msg"], ""))
+            rows.append(("", rcpts, "PSS MB", ours["pss_mb"], ref["pss_mb"], ""))
+    return common.table(rows, ("fsync", "rcpts", "measure", "postroom", "Postfix",
+                               "ratio"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -216,26 +266,31 @@ def main(argv: list[str] | None = None) -> int:
                     help="postroom intake processes (default 0: the server's own, two per core)")
     ap.add_argument("--skip-postfix", action="store_true")
     ap.add_argument("--only", choices=["accept", "idle", "big"], default=None)
+    ap.add_argument("--fsync-delay-ms", type=float, nargs="+", default=[0.0],
+                    help="added to every fsync in both servers, one comparison per value")
     args = ap.parse_args(argv)
-    results: dict[str, Any] = {"machine": common.machine_info(), "argv": sys.argv}
+    results: dict[str, Any] = {"machine": common.machine_info(), "argv": sys.argv,
+                               "fsync": common.fsync_cost(Path(tempfile.gettempdir()))}
+    print(f"fsync of 4 KiB here: p50 {results['fsync']['p50_ms']} ms", flush=True)
     if args.only in (None, "accept"):
         kinds = ["postroom"] + ([] if args.skip_postfix else ["postfix"])
-        for rcpts in (1, 10):
-            # alternate the servers run by run, so that drift on the machine hits both
-            by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-            for _ in range(args.runs):
-                for kind in kinds:
-                    by_kind[kind].append(one_run(kind, rcpts, args.messages, args.workers))
-            for kind, runs in by_kind.items():
-                key = f"{kind}_r{rcpts}"
-                results[key] = {"runs": runs,
-                                "accept_median": common.median_of(
-                                    [r["accept_msgs_per_s"] for r in runs]),
-                                "e2e_median": common.median_of(
-                                    [r["e2e_msgs_per_s"] or 0 for r in runs])}
-                print(f"{key}: accept {results[key]['accept_median']} msg/s, "
-                      f"e2e {results[key]['e2e_median']} msg/s  "
-                      f"({[r['accept_msgs_per_s'] for r in runs]})", flush=True)
+        for delay in args.fsync_delay_ms:
+            for rcpts in (1, 10):
+                # alternate the servers run by run, so that drift on the machine hits both
+                by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+                for _ in range(args.runs):
+                    for kind in kinds:
+                        by_kind[kind].append(
+                            one_run(kind, rcpts, args.messages, args.workers, delay))
+                for kind, runs in by_kind.items():
+                    key = f"{kind}_r{rcpts}" + (f"_delay{delay:g}ms" if delay else "")
+                    results[key] = summary(runs)
+                    print(f"{key}: accept {results[key]['accept_median']} msg/s, "
+                          f"e2e {results[key]['e2e_median']} msg/s, "
+                          f"{results[key]['fsyncs_per_msg']} fsyncs/msg  "
+                          f"({[r['accept_msgs_per_s'] for r in runs]})", flush=True)
+        if not args.skip_postfix:
+            print(ratio_table(results, args.fsync_delay_ms), flush=True)
     if args.only in (None, "idle"):
         results["idle"] = idle_connections(1000, args.workers)
         print("idle:", results["idle"], flush=True)

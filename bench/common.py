@@ -572,12 +572,35 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def fsync_cost(directory: Path, count: int = 200) -> dict[str, float]:
+    """What write(4 KiB) + fsync costs on the file system of ``directory``: the figure every
+    result is read against (a disk whose fsync is twice as slow changes the ratios)."""
+    buf = os.urandom(4096)
+    times = []
+    fd, name = tempfile.mkstemp(prefix="fsync-probe-", dir=directory)
+    try:
+        for _ in range(count):
+            os.write(fd, buf)
+            t = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    times.sort()
+    return {"p50_ms": round(times[len(times) // 2] * 1000, 3),
+            "p99_ms": round(times[int(len(times) * 0.99)] * 1000, 3), "n": count,
+            "directory": str(directory)}
+
+
 def write_result(name: str, data: Mapping[str, Any]) -> Path:
-    """Write ``bench/results/NAME.json`` (with the date and the machine) and return its path."""
+    """Write ``bench/results/NAME.json`` (with the date, the machine and its fsync cost now,
+    unless the benchmark measured that itself) and return its path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     doc = {"name": name, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "machine": machine_info(), **data}
+    doc.setdefault("fsync", fsync_cost(Path(tempfile.gettempdir())))
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
     tmp.replace(path)

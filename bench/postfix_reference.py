@@ -124,8 +124,11 @@ class PostfixReference:
 
     def __init__(self, base: str | os.PathLike[str] | None = None, *, chroot: bool = True,
                  keep: bool = False, hold: bool = False,
-                 extra_settings: list[str] | None = None) -> None:
+                 extra_settings: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.base = Path(base) if base else None
+        # handed to every daemon (through import_environment), e.g. fsync_delay's
+        self.extra_env = dict(extra_env or {})
         self.chroot = chroot
         self.keep = keep
         self.hold = hold
@@ -154,7 +157,7 @@ class PostfixReference:
         return self.base / "maillog"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "MAIL_CONFIG": str(self.config_dir)}
+        return {**os.environ, **self.extra_env, "MAIL_CONFIG": str(self.config_dir)}
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -182,6 +185,10 @@ class PostfixReference:
             # accept-only: every message goes to the hold queue, nothing is relayed
             settings.append("smtpd_data_restrictions = check_client_access static:HOLD")
         settings += self.extra_settings
+        if self.extra_env:
+            default = _run([POSTCONF, "-d", "-h", "import_environment"]).stdout.strip()
+            settings.append("import_environment = " + " ".join(
+                [default, *(f"{k}={v}" for k, v in self.extra_env.items())]))
         _run([POSTCONF, "-c", str(self.config_dir), "-e", *settings])
         self._write_master(port)
         if self.chroot:

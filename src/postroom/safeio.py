@@ -20,8 +20,8 @@ import os
 import threading
 from contextlib import suppress
 
-__all__ = ["atomic_replace", "fsync_dir", "fsync_fd", "overwrite", "publish", "write_all",
-           "write_and_fsync"]
+__all__ = ["atomic_replace", "fsync_dir", "fsync_fd", "overwrite", "publish", "rewrite",
+           "write_all", "write_and_fsync"]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -58,9 +58,9 @@ def write_and_fsync(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
     fsync_fd(fd, path)
 
 
-def overwrite(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
+def rewrite(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
     """Make the open file hold exactly ``data`` (it may be a reused file with older, longer
-    contents: written from offset 0, then cut to length) and fsync it."""
+    contents: written from offset 0, then cut to length); not yet durable."""
     try:
         view = memoryview(data)
         offset = 0
@@ -70,6 +70,11 @@ def overwrite(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
             os.ftruncate(fd, len(data))
     except OSError as e:
         raise _named(e, path) from None
+
+
+def overwrite(fd: int, data: bytes, path: str | os.PathLike[str]) -> None:
+    """``rewrite``, then fsync the file."""
+    rewrite(fd, data, path)
     fsync_fd(fd, path)
 
 

@@ -134,6 +134,32 @@ def test_delete(spool: Spool, root: Path) -> None:
         assert files_under(root / d) == []
 
 
+def test_deletes_after_delivery_share_a_later_fsync(spool: Spool, root: Path) -> None:
+    """A delivered message is gone from the queue when delete returns; the directory
+    fsync that makes that survive a power cut runs later in a thread, shared by the
+    deletes meanwhile, and is done by the time the spool is closed."""
+    gate = threading.Event()
+    active_sync = spool._syncs["active"]
+    real_flush = active_sync.flush
+    flushes = 0
+
+    def held_flush() -> None:
+        nonlocal flushes
+        assert gate.wait(10)
+        flushes += 1
+        real_flush()
+
+    made = [spool.put_sync(envelope("dl", i), message("dl", i)) for i in range(20)]
+    active_sync.flush = held_flush  # type: ignore[method-assign]
+    for qid in made:
+        spool.delete(qid, delivered=True)  # never waits for the held fsync
+    assert spool.ids() == [] and files_under(root / "active") == []
+    assert flushes == 0
+    gate.set()
+    spool.close()
+    assert 1 <= flushes <= 2  # one in flight when the others came, and one after them
+
+
 @pytest.mark.parametrize("bad", ["8DtEjreMK02JV", "../active", "a/b", "", "x" * 40, "a.b.c.d"])
 def test_unknown_or_malformed_ids(spool: Spool, bad: str) -> None:
     for op in (spool.load, spool.read_message, spool.message_path, spool.hold, spool.release,
@@ -200,6 +226,59 @@ async def test_many_concurrent_async_puts(spool: Spool, root: Path) -> None:
     # group commit: the 50 puts of one pass of the loop share one fsync of active/, so
     # 10 passes make 10 (a put that fsynced alone would make 500)
     assert syncs == 10
+
+
+async def test_the_loop_runs_while_a_round_waits_for_the_disk(spool: Spool) -> None:
+    """The fsyncs of a round run beside the event loop: while the disk holds the first
+    put's round, the loop goes on and stages more puts, which are committed together by
+    the next round, and no put is answered before its own round is durable."""
+    gate = threading.Event()
+    msg_sync = spool._syncs["msg"]
+    real_flush = msg_sync.flush
+    rounds = 0
+
+    def slow_flush() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            assert gate.wait(10), "the loop never let the first round go"
+        real_flush()
+
+    msg_sync.flush = slow_flush  # type: ignore[method-assign]
+    first = asyncio.ensure_future(spool.put(envelope("g", 0), message("g", 0)))
+    await asyncio.sleep(0.05)  # the first round is now in the commit thread, held
+    assert rounds == 1 and not first.done()
+    later = [asyncio.ensure_future(spool.put(envelope("g", i), message("g", i)))
+             for i in range(1, 6)]
+    ticks = 0
+    for _ in range(10):  # the loop is free: other work runs meanwhile
+        await asyncio.sleep(0.001)
+        ticks += 1
+    assert ticks == 10 and not first.done() and not any(t.done() for t in later)
+    gate.set()
+    made = [await first] + [await t for t in later]
+    assert rounds == 2  # the five staged meanwhile shared the second round
+    assert sorted(made) == spool.ids()
+    assert [spool.load(q).envid for q in made] == [f"g:{i}" for i in range(6)]
+
+
+async def test_a_failed_fsync_fails_that_put_and_leaves_nothing(
+        spool: Spool, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An fsync error in the commit thread reaches the waiting put as a QueueError naming
+    the file; its files are gone, and the next put works."""
+    real_fsync = os.fsync
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(QueueError, match=r"cannot queue message: .*Input/output error.*\.msg"):
+        await spool.put(envelope("e", 1), message("e", 1))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert spool.ids() == []
+    assert files_under(root / "tmp") == [] and files_under(root / "msg") == []
+    qid = await spool.put(envelope("e", 2), message("e", 2))
+    assert spool.ids() == [qid]
 
 
 def test_put_sync_from_threads(spool: Spool) -> None:

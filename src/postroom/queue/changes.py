@@ -96,10 +96,12 @@ class Changing(SpoolCore):
                 raise QueueError(f"{qid}: cannot move to {dest}/: {describe(e)}") from e
             self._sync_dirs(dest, state, what=f"{qid}: moved to {dest}/ but")
 
-    def delete(self, qid: str, *, wait: bool = True) -> None:
+    def delete(self, qid: str, *, wait: bool = True, delivered: bool = False) -> None:
         """Remove a message (active or held) for good. ``wait=False``: BlockingIOError
         instead of waiting when another process is changing the message (an event loop
-        then does it in a thread)."""
+        then does it in a thread). ``delivered``: the message was delivered, so returning
+        before the directory fsync risks only a repeat after a power cut
+        (``DirSync.sync_later``), not a loss."""
         with self._locked(qid, wait=wait):
             state = self._state(qid, locked=True)
             grave = f"{self._tmp}/{qid}.{time.time_ns()}.del"
@@ -108,7 +110,10 @@ class Changing(SpoolCore):
             except OSError as e:
                 raise QueueError(f"{qid}: cannot delete: {describe(e)}") from e
             try:
-                self._sync_dirs(state, what=f"{qid}: deleted but")
+                if delivered:
+                    self._syncs[state].sync_later()
+                else:
+                    self._sync_dirs(state, what=f"{qid}: deleted but")
             finally:
                 self._pool.give(self._msg(qid))
                 self._pool.give(grave)

@@ -21,10 +21,11 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from postroom.envelope import Envelope
 from postroom.errors import QueueError
 from postroom.queue import ids
 from postroom.queue.dirsync import DirSync, dir_syncs
@@ -48,6 +49,9 @@ from postroom.queue.layout import (
     unlink,
 )
 from postroom.safeio import NEW_FILE_FLAGS, overwrite
+
+if TYPE_CHECKING:
+    from postroom.queue.commit import Staged
 
 
 class SpoolCore:
@@ -74,7 +78,11 @@ class SpoolCore:
         self._closed = False
         self._pid = os.getpid()
         self._guard = threading.Lock()
-        self._batch: list[tuple[Envelope, bytes, asyncio.Future[str]]] = []
+        # the event loop's puts: staged and waiting for the commit thread's next round
+        self._batch: list[tuple[Staged, asyncio.Future[str]]] = []
+        self._committing = False  # a round is in the commit thread or about to be
+        self._committer: ThreadPoolExecutor | None = None
+        self._fsyncers: ThreadPoolExecutor | None = None  # the commit thread's helpers
         self._syncs: dict[str, DirSync] = dir_syncs(self.root)
         self._pool = FreeList(self.root)
         self._inflight: set[str] = set()  # IDs this process is putting
@@ -86,12 +94,16 @@ class SpoolCore:
         fd = self._pool.take(path)
         return os.open(path, NEW_FILE_FLAGS, 0o600) if fd is None else fd
 
-    def _write_new(self, path: str, data: bytes) -> None:
+    def _open_new(self, path: str) -> int:
+        """``_new_file``, replacing a leftover of a crashed process that had the same PID."""
         try:
-            fd = self._new_file(path)
-        except FileExistsError:  # a leftover of a crashed process that had the same PID
+            return self._new_file(path)
+        except FileExistsError:
             unlink(path)
-            fd = self._new_file(path)
+            return self._new_file(path)
+
+    def _write_new(self, path: str, data: bytes) -> None:
+        fd = self._open_new(path)
         try:
             overwrite(fd, data, path)
         finally:
@@ -222,6 +234,8 @@ class SpoolCore:
         self._pid = os.getpid()
         self._guard = threading.Lock()
         self._batch = []
+        self._committing = False
+        self._committer = self._fsyncers = None  # the parent's threads do not exist here
         self._syncs = dir_syncs(self.root)
         self._pool = FreeList(self.root)
         self._inflight = set()

@@ -6,16 +6,23 @@ A change in the spool is durable only once the directory holding the new name is
 several threads, the runner's updates) need not each pay for an fsync: one that *starts*
 after a caller's change covers it, so callers that arrive while an fsync runs wait for the
 next one and share it. The event loop's puts batch themselves instead
-(``postroom.queue.commit``) and call ``flush`` once per batch.
+(``postroom.queue.commit``) and call ``flush`` once per batch. A delete after delivery asks
+for ``sync_later``: the rename is in the kernel at once (a killed process cannot undo it),
+and only a power cut before the fsync can bring the message back, to be delivered again;
+Postfix makes the same trade (it never fsyncs after removing a queue file).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from postroom.queue.layout import SUBDIRS
 from postroom.safeio import fsync_dir
+
+log = logging.getLogger(__name__)
 
 
 class DirSync:
@@ -28,6 +35,8 @@ class DirSync:
         self._issued = 0   # tickets handed out
         self._done = 0     # every ticket up to this one is durable
         self._busy = False
+        self._later = False  # a sync_later fsync is asked for and not yet started
+        self._background: ThreadPoolExecutor | None = None
 
     def sync(self) -> None:
         with self._cond:
@@ -51,6 +60,35 @@ class DirSync:
                 if ok:
                     self._done = max(self._done, covers)
                 self._cond.notify_all()
+
+    def sync_later(self) -> None:
+        """Have the directory fsynced soon, by a thread of its own; return at once. For
+        changes whose loss in a power cut costs a repeat, not a message (a delete after
+        delivery): many of them share one fsync, and nobody waits for it."""
+        with self._cond:
+            if self._later:
+                return
+            self._later = True
+            if self._background is None:
+                self._background = ThreadPoolExecutor(1, thread_name_prefix="spool-dirsync")
+            background = self._background
+        background.submit(self._sync_now)
+
+    def _sync_now(self) -> None:
+        with self._cond:
+            self._later = False  # changes from now on ask for the next one
+        try:
+            self.sync()
+        except OSError as e:
+            log.warning("cannot fsync %s: %s (a message delivered just now may be "
+                        "delivered again after a power cut)", self.path, e)
+
+    def close(self) -> None:
+        """Wait for the fsync asked for by ``sync_later``, if any."""
+        with self._cond:
+            background, self._background = self._background, None
+        if background is not None:
+            background.shutdown(wait=True)
 
     def flush(self) -> None:
         """One fsync of the directory, now, shared with nobody: for a caller that has

@@ -31,6 +31,7 @@ thread of the event loop that puts.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from types import TracebackType
 
@@ -79,8 +80,15 @@ class Spool(Putting, Changing, Recovering):
         """Commit the puts asked for and not yet written, and release the spool lock. Call
         it from the thread of the event loop that puts (``aclose``), if there is one."""
         self._after_fork()
-        if self._batch:
-            self._commit_batch()
+        if self._committer is not None:  # the round in the commit thread finishes first
+            self._committer.shutdown(wait=True)
+            self._committer = None
+        self._commit_now()
+        if self._fsyncers is not None:
+            self._fsyncers.shutdown(wait=True)
+            self._fsyncers = None
+        for dir_sync in self._syncs.values():  # deletes' fsyncs asked for, done
+            dir_sync.close()
         with self._guard:
             self._closed = True
             if self._lock_fd >= 0:
@@ -88,6 +96,9 @@ class Spool(Putting, Changing, Recovering):
             self._lock_fd = -1
 
     async def aclose(self) -> None:
+        """``close`` once the commit thread has answered every put of this loop."""
+        while self._committing and not self._closed:
+            await asyncio.sleep(0.001)
         self.close()
 
     def __enter__(self) -> Spool:

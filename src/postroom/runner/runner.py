@@ -398,13 +398,13 @@ class QueueRunner:
                 await self._send_notice(rt, env, late, message)
             env.delay_warned = True
         if env.done:
-            # in the event loop, like the spool's puts: a rename and a directory fsync
-            # cost less than a hand-over to a thread; but never wait there for another
+            # in the event loop: a rename, its directory fsync shared and left to a
+            # thread (Spool.delete, delivered); but never wait there for another
             # process's lock on the message (a queue command, say)
             try:
-                self.spool.delete(env.id, wait=False)
+                self.spool.delete(env.id, wait=False, delivered=True)
             except BlockingIOError:
-                await asyncio.to_thread(self.spool.delete, env.id)
+                await asyncio.to_thread(self.spool.delete, env.id, delivered=True)
             self.due.pop(env.id, None)
             return
         stored = await asyncio.to_thread(self.spool.modify, env.id, self._merge(env))
