@@ -17,6 +17,7 @@ from postroom.site import Site
 from postroom.store import db as store_db
 from postroom.store.lists import StoreLists, all_lists
 from postroom.store.users import check_password
+from tests.store.test_store_db import HEAD
 
 POSTROOM = str(Path(sys.executable).with_name("postroom"))
 
@@ -30,10 +31,10 @@ def run(site: Site, *args: str, input: str | None = None, code: int = 0) -> str:
 def test_db_upgrade_and_current(store_site: Site) -> None:
     assert run(store_site, "db", "current") == "none (fix: run 'postroom db upgrade')\n"
     out = run(store_site, "db", "upgrade")
-    assert "upgraded from an empty database to 0003 (head)" in out
-    assert store_db.current_revision(store_site) == "0003"
+    assert f"upgraded from an empty database to {HEAD} (head)" in out
+    assert store_db.current_revision(store_site) == HEAD
     assert run(store_site, "db", "current") == f"{store_db.head_revision()} (head)\n"
-    assert "already at 0003 (head)" in run(store_site, "db", "upgrade")
+    assert f"already at {HEAD} (head)" in run(store_site, "db", "upgrade")
 
 
 def test_users_commands(ready_site: Site) -> None:
@@ -119,7 +120,7 @@ def test_init_example_then_verify_postie(tmp_path: Path) -> None:
     site = tmp_path / "x"
     done = _postroom("init", str(site), "--example", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert store_db.current_revision(f"sqlite:///{site / 'postroom.db'}") == "0003"
+    assert store_db.current_revision(f"sqlite:///{site / 'postroom.db'}") == HEAD
     done = _postroom("verify", "postie", cwd=site)
     assert done.returncode == 0, done.stderr
     assert done.stdout == (
@@ -130,7 +131,7 @@ def test_init_in_process_plain_and_example(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(cli, ["init", str(tmp_path / "plain")]).exit_code == 0
     plain = site_mod.load(tmp_path / "plain")
-    assert store_db.current_revision(plain) == "0003"
+    assert store_db.current_revision(plain) == HEAD
     assert all_lists(plain) == []
     assert runner.invoke(cli, ["init", str(tmp_path / "ex"), "--example"]).exit_code == 0
     example = site_mod.load(tmp_path / "ex")
@@ -152,7 +153,7 @@ def test_verify_reads_lists_from_postgres(pg_url: str, tmp_path: Path) -> None:
     profile = site / "postroom.toml"
     profile.write_text(profile.read_text() + f'\n[database]\nurl = "{pg_url}"\n')
     pg_site = site_mod.load(site)
-    assert "upgraded from an empty database to 0003 (head)" in run(pg_site, "db", "upgrade")
+    assert f"upgraded from an empty database to {HEAD} (head)" in run(pg_site, "db", "upgrade")
     run(pg_site, "lists", "create", "services-unit@lists.inf.example.ac.uk")
     store_db.dispose_engines()
     done = _postroom("verify", "postie", cwd=site)

@@ -19,7 +19,7 @@ from postroom.store.web_models import WebAdmin
 
 assert WebAdmin.__table__ is not None  # the web's tables are in Base.metadata too
 
-HEAD = "0003"  # the newest migration (0003: the web interface's tables)
+HEAD = "0004"  # the newest migration (0004: kept counts and the archive search index)
 TABLES = {"users", "user_addresses", "mailing_lists", "list_roles", "list_address_rules",
           "list_members", "held_messages", "pending_confirmations", "archive_index",
           "alembic_version"}

@@ -146,10 +146,29 @@ def test_members_page_search_and_pages(web: Web) -> None:
     first = web.get(f"/admin/lists/{LIST}/members", s).text
     assert "152 members" in first and "page 1 of 2" in first
     assert "ann@example.net" in first and "p149@example.com" not in first
-    second = web.get(f"/admin/lists/{LIST}/members", s, params={"page": 2}).text
-    assert "p149@example.com" in second
+    second = web.get(f"/admin/lists/{LIST}/members" + _link(first, "next"), s).text
+    shown = re.findall(r"<tr><td>([^<]+@[^<]+)</td>", second)
+    assert shown == [f"p{i:03}@example.com" for i in range(98, 150)]  # the rest, in order
+    assert 'rel="next"' not in second
+    back = web.get(f"/admin/lists/{LIST}/members" + _link(second, "prev"), s).text
+    assert re.findall(r"<tr><td>([^<]+@[^<]+)</td>", back)[:3] == [
+        "ann@example.net", "bob@example.org", "p000@example.com"]
+    assert web.get(f"/admin/lists/{LIST}/members", s, params={"page": 2}).text.count(
+        "p149@example.com") == 1  # old ?page= links still work
     found = web.get(f"/admin/lists/{LIST}/members", s, params={"q": "person 04"}).text
     assert "10 members matching" in found and "p045@example.com" in found
+    found = web.get(f"/admin/lists/{LIST}/members", s, params={"q": "9@EXAMPLE.c"}).text
+    assert re.findall(r"<tr><td>([^<]+@[^<]+)</td>", found) == [
+        f"p{i:02}9@example.com" for i in range(15)]  # part of an address, any case
+
+
+def _link(page: str, rel: str) -> str:
+    """The href of the page's link with ``rel`` (next, prev), unescaped."""
+    import html
+
+    m = re.search(rf'<a href="([^"]+)" rel="{rel}">', page)
+    assert m, f"no {rel} link"
+    return html.unescape(m.group(1))
 
 
 def test_bulk_add_reports_each_line_and_adds_nobody_on_a_bad_line(web: Web) -> None:

@@ -5,6 +5,8 @@ the mbox, search, the archive policy, and URLs that try to leave the archive."""
 from __future__ import annotations
 
 import email.policy
+import html
+import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -58,6 +60,28 @@ def test_month_and_thread_views(web: Web) -> None:
     thread = web.get(f"/lists/{LIST}/archive/2026-11/thread").text
     assert '<li class="d1"><a href="../msg/' in thread  # the reply sits under its parent
     assert thread.index("Lab meeting") < thread.index("Re: Lab meeting")
+
+
+def test_a_month_of_many_posts_pages_by_its_links(web: Web) -> None:
+    from datetime import timedelta
+
+    for i in range(55):
+        archived(web.site, f"Post {i:02}", msgid=f"<m{i}@example.net>",
+                 when=WHEN + timedelta(minutes=i))
+    first = web.get(f"/lists/{LIST}/archive/2026-11/").text
+    assert "55 posts" in first and "Post 49" in first and "Post 50" not in first
+    m = re.search(r'<a href="([^"]+)" rel="next">', first)
+    assert m, first
+    later = web.get(f"/lists/{LIST}/archive/2026-11/" + html.unescape(m.group(1))).text
+    assert re.findall(r">(Post \d\d)</a>", later) == [f"Post {i}" for i in range(50, 55)]
+    assert 'rel="next"' not in later
+    m = re.search(r'<a href="([^"]+)" rel="prev">', later)
+    assert m, later
+    back = web.get(f"/lists/{LIST}/archive/2026-11/" + html.unescape(m.group(1))).text
+    assert re.findall(r">(Post \d\d)</a>", back) == [f"Post {i:02}" for i in range(50)]
+    assert "Post 52" in web.get(f"/lists/{LIST}/archive/2026-11/",
+                                params={"page": 2}).text  # old ?page= links still work
+    assert '<td>2026-11</td><td class="num">55</td>' in web.get(f"/lists/{LIST}/archive/").text
 
 
 def test_a_message_is_shown_safely(web: Web) -> None:

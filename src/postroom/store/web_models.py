@@ -1,8 +1,9 @@
 """The web interface's tables (``postroom.web``): admin accounts, their sessions, API
 tokens and password-reset tokens, and the counters behind sign-up and login limits.
 
-Made by migration 0003. Secrets (session ids, API tokens, reset tokens) are stored as
-their SHA-256, so a copy of the database does not log anyone in.
+Made by migration 0003; the counts and PostgreSQL's archive search by 0004. Secrets
+(session ids, API tokens, reset tokens) are stored as their SHA-256, so a copy of the
+database does not log anyone in.
 
 An account administers the lists whose owners or moderators include its ``email``
 (``list_roles``), all of them when ``site_admin``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     false,
     func,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from postroom.store.models import ADDRESS_MAX, HASH_MAX, LOGIN_MAX, ArchiveEntry, Base
@@ -108,3 +111,50 @@ class WebCounter(Base):
 # date order: one index serves both (a month of 100,000 posts pages without sorting).
 ARCHIVE_MONTH_INDEX = Index("ix_archive_index_list_id_mbox_month_date", ArchiveEntry.list_id,
                             ArchiveEntry.mbox_month, ArchiveEntry.date)
+
+
+class ListCounter(Base):
+    """How many members a list has; ``changes``, bumped by every member added, removed
+    or renamed; ``settings``, bumped by every change of the list's settings, roles or
+    sender rules. Kept by triggers (migration 0004), so the members page reads one row
+    instead of counting 100,000, and the web knows when its copy of a list's settings is
+    stale; a list that never changed has no row (all 0)."""
+
+    __tablename__ = "list_counters"
+
+    list_id: Mapped[int] = mapped_column(
+        ForeignKey("mailing_lists.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False)
+    members: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    changes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settings: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ArchiveMonthCount(Base):
+    """How many posts a list's archive has in ``month`` (YYYY-MM); kept by triggers on
+    ``archive_index`` (migration 0004)."""
+
+    __tablename__ = "archive_month_counts"
+
+    list_id: Mapped[int] = mapped_column(
+        ForeignKey("mailing_lists.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    posts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ArchiveSearch(Base):
+    """PostgreSQL's full-text index of the archive: a post's plain body (for the
+    snippets) and its ``tsvector`` (GIN index), filled by ``postroom.web.search`` from
+    the mbox files. Empty on SQLite, whose index is the FTS5 file in ``state/``."""
+
+    __tablename__ = "archive_search"
+    __table_args__ = (Index("ix_archive_search_document", "document",
+                            postgresql_using="gin"),)
+
+    id: Mapped[int] = mapped_column(ForeignKey("archive_index.id", ondelete="CASCADE"),
+                                    primary_key=True, autoincrement=False)
+    list_id: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text, default="", server_default="")
+    document: Mapped[str | None] = mapped_column(
+        Text().with_variant(TSVECTOR(), "postgresql"))

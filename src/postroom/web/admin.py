@@ -8,7 +8,8 @@ searchable, add in bulk with a report per line, remove) and the settings form.
     GET/POST /admin/reset/{token}
     GET      /admin/                   the lists this account looks after
     GET      /admin/lists/{address}/held            and /held/{id}, POST /held/{id}/{action}
-    GET      /admin/lists/{address}/members         ?page=&q=; POST members/add, members/remove
+    GET      /admin/lists/{address}/members         ?after=|before=|page=, &q=;
+                                                    POST members/add, members/remove
     GET/POST /admin/lists/{address}/settings
 
 Every POST is checked for its CSRF token (``security.csrf_protect``); every page but
@@ -186,19 +187,23 @@ def held_decide(request: Request, address: str, held_id: int, action: str,
 # -- members ----------------------------------------------------------------------------------
 
 def _members(request: Request, address: str, admin: Admin, page: int, q: str,
-             report: list[str] | None = None, status: int = 200) -> Any:
+             report: list[str] | None = None, status: int = 200, after: str = "",
+             before: str = "") -> Any:
     s = list_settings(request, address)
     need_role(request, admin, s, Role.OWNER)
     page = max(1, min(page, 10_000_000))
-    listing = page_members(ctx_of(request).site, s.name, s.domain, page, PER_PAGE, q[:200])
+    listing = page_members(ctx_of(request).site, s.name, s.domain, page, PER_PAGE, q[:200],
+                           after=after[:320], before=before[:320], indexed=True)
     return ctx_of(request).render(request, "members.html", status_code=status, s=s,
                                   listing=listing, q=q, report=report or [])
 
 
 @router.get("/lists/{address}/members", response_class=HTMLResponse, include_in_schema=False)
-def members(request: Request, address: str, page: int = 1, q: str = "",
-            admin: Admin = Depends(page_admin)) -> Any:
-    return _members(request, address, admin, page, q)
+def members(request: Request, address: str, page: int = 1, q: str = "", after: str = "",
+            before: str = "", admin: Admin = Depends(page_admin)) -> Any:
+    """A page of members: ``after``/``before`` an address (the next and previous links,
+    one index range however deep), or ``page=N`` (old links)."""
+    return _members(request, address, admin, page, q, after=after, before=before)
 
 
 @router.post("/lists/{address}/members/add", response_class=HTMLResponse,

@@ -54,6 +54,8 @@ class MemberPageOut(BaseModel):
     per_page: int
     pages: int
     members: list[MemberOut]
+    next_after: str = Field("", description="pass as ``after`` for the next page (one "
+                            "index range however deep); empty on the last page")
 
 
 class MembersIn(BaseModel):
@@ -159,10 +161,14 @@ def list_set(request: Request, body: SettingsIn, address: str = Path(max_length=
 def members(request: Request, address: str = Path(max_length=320),
             page: int = Query(1, ge=1, le=10**7),
             per_page: int = Query(100, ge=1, le=1000), search: str = Query("", max_length=200),
+            after: str = Query("", max_length=320, description="the page after this "
+                               "address (``next_after`` of the page before)"),
             admin: Admin = READ) -> Any:
     s = _owner(request, admin, address)
-    p = page_members(ctx_of(request).site, s.name, s.domain, page, per_page, search)
+    p = page_members(ctx_of(request).site, s.name, s.domain, page, per_page, search,
+                     after=after)
     return {"total": p.total, "page": p.page, "per_page": p.per_page, "pages": p.pages,
+            "next_after": p.next_after,
             "members": [{"address": m.address, "display_name": m.display_name,
                          "delivery_enabled": m.delivery_enabled, "mode": m.mode.value,
                          "moderated": m.moderated, "bounce_score": m.bounce_score}

@@ -1,7 +1,7 @@
 """Archive pages of a list, for those its ``archive_policy`` lets read it.
 
     GET /lists/{address}/archive/                      the months, with post counts
-    GET /lists/{address}/archive/{month}/              a month by date (YYYY-MM)
+    GET /lists/{address}/archive/{month}/              a month by date (YYYY-MM), ?after=ID
     GET /lists/{address}/archive/{month}/thread        a month by thread
     GET /lists/{address}/archive/{month}/mbox          the month's mbox file
     GET /lists/{address}/archive/msg/{id}              one post
@@ -20,16 +20,17 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from markupsafe import Markup, escape
-from sqlalchemy import func, select
+from sqlalchemy import or_, select
 from starlette.concurrency import run_in_threadpool
 
 from postroom.lists import store
 from postroom.lists.archive import mbox_path
 from postroom.lists.model import ListSettings
 from postroom.store.models import ArchiveEntry
+from postroom.store.web_models import ArchiveMonthCount
 from postroom.web import reading, search
 from postroom.web.context import ctx_of
-from postroom.web.deps import list_settings, optional_admin
+from postroom.web.deps import list_of, optional_admin
 from postroom.web.rights import may_read_archive
 
 router = APIRouter(prefix="/lists/{address}/archive", dependencies=[Depends(optional_admin)])
@@ -44,11 +45,10 @@ def marks(snippet: str, obfuscated: bool) -> Markup:
 
 def _readable(request: Request, address: str) -> tuple[ListSettings, int]:
     ctx = ctx_of(request)
-    s = list_settings(request, address)
+    s, list_id = list_of(request, address)
     if not may_read_archive(ctx.site, getattr(request.state, "admin", None), s):
         raise HTTPException(403, f"the archive of {s.address} is not open to you")
-    list_id = store.with_connection(ctx.site, lambda c: store.list_id_of(c, s.name, s.domain))
-    return s, int(list_id)
+    return s, list_id
 
 
 def _entries(request: Request, list_id: int, *where: Any) -> list[Any]:
@@ -63,9 +63,9 @@ def _entries(request: Request, list_id: int, *where: Any) -> list[Any]:
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def months(request: Request, address: str) -> Any:
     s, list_id = _readable(request, address)
-    query = (select(ArchiveEntry.mbox_month, func.count())
-             .where(ArchiveEntry.list_id == list_id).group_by(ArchiveEntry.mbox_month)
-             .order_by(ArchiveEntry.mbox_month.desc()))
+    query = (select(ArchiveMonthCount.month, ArchiveMonthCount.posts)
+             .where(ArchiveMonthCount.list_id == list_id, ArchiveMonthCount.posts > 0)
+             .order_by(ArchiveMonthCount.month.desc()))
     rows = store.with_connection(ctx_of(request).site, lambda c: c.execute(query).all())
     return ctx_of(request).render(request, "archive_months.html", s=s, months=rows)
 
@@ -77,24 +77,54 @@ def _month(month: str) -> str:
 
 
 @router.get("/{month}/", response_class=HTMLResponse, include_in_schema=False)
-def by_date(request: Request, address: str, month: str, page: int = 1) -> Any:
+def by_date(request: Request, address: str, month: str, page: int = 1, after: int = 0,
+            before: int = 0) -> Any:
+    """A month's posts by date, PER_PAGE at a time: the page ``after`` a post (the
+    "later" link) or ``before`` one ("earlier"), read as one range of the (list, month,
+    date) index however deep; ``page=N`` (an OFFSET) for old links. The total is the
+    month's row in ``archive_month_counts``, not a count."""
     s, list_id = _readable(request, address)
     month = _month(month)
-    page = max(1, page)
-    where = (ArchiveEntry.mbox_month == month,)
-    total = store.with_connection(ctx_of(request).site, lambda c: c.scalar(
-        select(func.count()).select_from(ArchiveEntry)
-        .where(ArchiveEntry.list_id == list_id, *where))) or 0
-    query = (select(ArchiveEntry.id, ArchiveEntry.date, ArchiveEntry.author,
-                    ArchiveEntry.subject)
-             .where(ArchiveEntry.list_id == list_id, *where)
-             .order_by(ArchiveEntry.date, ArchiveEntry.id)
-             .limit(PER_PAGE).offset((page - 1) * PER_PAGE))
-    rows = store.with_connection(ctx_of(request).site, lambda c: c.execute(query).all())
-    pages = max(1, -(-int(total) // PER_PAGE))
+    page = max(1, min(page, 10_000_000))
+    rows, has_next, has_previous, total = store.with_connection(
+        ctx_of(request).site, lambda c: _month_page(c, list_id, month, page, after, before))
     return ctx_of(request).render(request, "archive_month.html", s=s, month=month,
-                                  rows=rows, page=page, pages=pages, total=total,
+                                  rows=rows, page=0 if after or before else page,
+                                  pages=max(1, -(-total // PER_PAGE)), total=total,
+                                  has_next=has_next, has_previous=has_previous,
                                   author_name=reading.author_name)
+
+
+def _month_page(conn: Any, list_id: int, month: str, page: int, after: int,
+                before: int) -> tuple[list[Any], bool, bool, int]:
+    total = int(conn.scalar(select(ArchiveMonthCount.posts).where(
+        ArchiveMonthCount.list_id == list_id, ArchiveMonthCount.month == month)) or 0)
+    where = (ArchiveEntry.list_id == list_id, ArchiveEntry.mbox_month == month)
+    query = select(ArchiveEntry.id, ArchiveEntry.date, ArchiveEntry.author,
+                   ArchiveEntry.subject).where(*where)
+    mark_id = after or before
+    mark = conn.execute(select(ArchiveEntry.date).where(
+        *where, ArchiveEntry.id == mark_id)).first() if mark_id else None
+    if mark is not None and after:
+        d = mark[0]
+        rows = list(conn.execute(
+            query.where(ArchiveEntry.date >= d, or_(ArchiveEntry.date > d,
+                                                    ArchiveEntry.id > after))
+            .order_by(ArchiveEntry.date, ArchiveEntry.id).limit(PER_PAGE + 1)).all())
+        return rows[:PER_PAGE], len(rows) > PER_PAGE, True, total
+    if mark is not None and before:
+        d = mark[0]
+        rows = list(conn.execute(
+            query.where(ArchiveEntry.date <= d, or_(ArchiveEntry.date < d,
+                                                    ArchiveEntry.id < before))
+            .order_by(ArchiveEntry.date.desc(), ArchiveEntry.id.desc())
+            .limit(PER_PAGE + 1)).all())
+        return rows[:PER_PAGE][::-1], True, len(rows) > PER_PAGE, total
+    # page N (also an after/before post that is not there any more: the first page)
+    page = page if not mark_id else 1
+    rows = list(conn.execute(query.order_by(ArchiveEntry.date, ArchiveEntry.id)
+                             .limit(PER_PAGE + 1).offset((page - 1) * PER_PAGE)).all())
+    return rows[:PER_PAGE], len(rows) > PER_PAGE, page > 1, total
 
 
 def threads(entries: list[Any]) -> list[tuple[int, Any]]:

@@ -7,11 +7,14 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from postroom.errors import PostroomError
 from postroom.lists import store
 from postroom.lists.model import ListSettings
+from postroom.store.models import MailingList
+from postroom.store.web_models import ListCounter
 from postroom.web import accounts
 from postroom.web.accounts import Admin
 from postroom.web.context import ctx_of
@@ -53,16 +56,44 @@ async def site_admin(admin: Admin = Depends(page_admin)) -> Admin:
     return admin
 
 
-def list_settings(request: Request, address: str) -> ListSettings:
-    """The list named by ``address`` (``name@domain``) in the URL, or 404."""
+# (site home, name, domain) -> (list id, settings counter, settings): a list's settings
+# are read again only when the counter the store's triggers keep (list_counters.settings)
+# moved, so a change made anywhere (the CLI, another web process) is seen at once
+_settings: dict[tuple[str, str, str], tuple[int, int, ListSettings]] = {}
+_SETTINGS_MAX = 10_000
+
+
+def list_of(request: Request, address: str) -> tuple[ListSettings, int]:
+    """The list named by ``address`` (``name@domain``) in the URL and its id, or 404: one
+    indexed read while its settings stay as they were."""
     site = ctx_of(request).site
     if "@" not in address or len(address) > 320:
         raise HTTPException(404, "no such list")
     name, _, domain = address.lower().partition("@")
+    query = (select(MailingList.id, ListCounter.settings)
+             .outerjoin(ListCounter, ListCounter.list_id == MailingList.id)
+             .where(MailingList.name == name, MailingList.domain == domain))
+    row = store.with_connection(site, lambda c: c.execute(query).first())
+    if row is None:
+        raise HTTPException(404, "no such list")
+    list_id, version = int(row[0]), int(row[1] or 0)
+    key = (str(site.home), name, domain)
+    hit = _settings.get(key)
+    if hit is not None and hit[0] == list_id and hit[1] == version:
+        return hit[2], list_id
     try:
-        return store.get_settings(site, name, domain)
+        settings = store.get_settings(site, name, domain)
     except PostroomError:
         raise HTTPException(404, "no such list") from None
+    if len(_settings) >= _SETTINGS_MAX:
+        _settings.clear()
+    _settings[key] = (list_id, version, settings)  # the counter was read first: never newer
+    return settings, list_id
+
+
+def list_settings(request: Request, address: str) -> ListSettings:
+    """The list named by ``address`` (``name@domain``) in the URL, or 404."""
+    return list_of(request, address)[0]
 
 
 def need_role(request: Request, admin: Admin, settings: ListSettings, role: Role) -> Role:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
@@ -62,8 +63,10 @@ def header(msg: Message, name: str) -> str:
     return re.sub(r"[\r\n\t]+", " ", str(value or "")).strip()
 
 
+@functools.lru_cache(maxsize=65536)
 def author_name(author: str) -> str:
-    """The display name of a From value, else the address."""
+    """The display name of a From value, else the address (cached: a month page shows
+    50 and the parser is the most of the page's work)."""
     pairs = getaddresses([author])
     if pairs and (pairs[0][0] or pairs[0][1]):
         return pairs[0][0] or pairs[0][1]

@@ -1,12 +1,21 @@
-"""Full-text search of the archives: an SQLite FTS5 index in ``SITE/state/archive-search.db``.
+"""Full-text search of the archives, in the store's own engine.
 
-The index is derived data, whatever the store's backend (SQLite or PostgreSQL): made from
-the archive index rows and the mbox files, caught up before every search and in the
-background, and rebuilt from nothing if deleted (state/ is not backed up). Rows are the
-archive index's ids, so a hit links straight to the message page.
+* **SQLite**: an FTS5 index in ``SITE/state/archive-search.db``, derived data: made from
+  the archive index rows and the mbox files, and rebuilt from nothing if deleted (state/
+  is not backed up).
+* **PostgreSQL**: the ``archive_search`` table of the store (migration 0004): each post's
+  plain body and its ``tsvector`` (``simple`` configuration: no stemming, like FTS5's
+  unicode61) under a GIN index; the snippets are ``ts_headline``'s.
 
-A query is words; each is matched as a quoted FTS5 string (prefix match with a trailing
-``*``), so FTS5's own syntax (``NEAR``, ``:``, ``-``) in a query is text, not an operator.
+Either is caught up before a search (at most every ``CATCH_UP_SECONDS``) from the
+archive index rows it has not seen; rows are the archive index's ids, so a hit links
+straight to the message page, and hits come newest first (an archive is read by date).
+
+A query is words; each is matched as a word (prefix match with a trailing ``*``), so
+neither engine's own syntax (FTS5's ``NEAR``, ``:``, ``-``; tsquery's ``&``, ``!``) in a
+query is anything but text. Both engines split text into words at anything that is not a
+letter or digit (PostgreSQL is handed the text split so: its parser would keep an address
+whole).
 """
 
 from __future__ import annotations
@@ -21,16 +30,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from postroom.lists import store
+from postroom.lists.listing import open_index
 from postroom.site import Site
+from postroom.store.db import store_url
 from postroom.store.models import ArchiveEntry, MailingList
+from postroom.store.web_models import ArchiveSearch
 from postroom.web.reading import from_mbox, plain_body
 
 FILE = "archive-search.db"
 BATCH = 500
+COUNT_MAX = 1000  # "more than 1000": counting every match of a common word is slow
+CATCH_UP_SECONDS = 2.0  # a search looks for new posts at most this often
+DOCUMENT_MAX = 200_000  # characters of a post a tsvector is made of (its limit is 1 MB)
 _lock = threading.Lock()
+_caught_up: dict[str, float] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +58,14 @@ class Hit:
     snippet: str
 
 
+def _postgres(site: Site) -> bool:
+    return store_url(site).get_backend_name() == "postgresql"
+
+
 def _open(site: Site) -> sqlite3.Connection:
-    site.state_dir.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(site.state_dir / FILE, timeout=10, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS posts USING fts5("
-               "subject, author, body, list_id UNINDEXED, tokenize='unicode61 "
-               "remove_diacritics 2')")
-    return db
-
-
-CATCH_UP_SECONDS = 2.0  # a search looks for new posts at most this often
-_caught_up: dict[str, float] = {}
+    return open_index(index_path(site), "CREATE VIRTUAL TABLE IF NOT EXISTS posts USING "
+                      "fts5(subject, author, body, list_id UNINDEXED, tokenize='unicode61 "
+                      "remove_diacritics 2')")
 
 
 def catch_up(site: Site, *, if_older_than: float = 0.0) -> int:
@@ -64,36 +76,40 @@ def catch_up(site: Site, *, if_older_than: float = 0.0) -> int:
         return 0
     _caught_up[key] = time.monotonic()
     with _lock:
+        if _postgres(site):
+            return _catch_up_postgres(site)
         db = _open(site)
-        try:
-            last = db.execute("SELECT coalesce(max(rowid), 0) FROM posts").fetchone()[0]
-            added = 0
-            while True:
-                query = (select(ArchiveEntry.id, ArchiveEntry.list_id, ArchiveEntry.subject,
-                                ArchiveEntry.author, ArchiveEntry.mbox_month,
-                                ArchiveEntry.offset, ArchiveEntry.length, MailingList.name,
-                                MailingList.domain)
-                         .join(MailingList, MailingList.id == ArchiveEntry.list_id)
-                         .where(ArchiveEntry.id > last).order_by(ArchiveEntry.id).limit(BATCH))
-                rows: list[Any] = store.with_connection(site, _fetch(query))
-                if not rows:
-                    return added
-                batch = []
-                for r in rows:
-                    path = site.home / "archives" / f"{r.name}@{r.domain}" / \
-                        f"{r.mbox_month}.mbox"
-                    try:
-                        body = plain_body(from_mbox(path, r.offset, r.length))
-                    except OSError:
-                        body = ""
-                    batch.append((r.id, r.subject, r.author, body, r.list_id))
-                db.executemany("INSERT INTO posts(rowid, subject, author, body, list_id) "
-                               "VALUES (?, ?, ?, ?, ?)", batch)
-                db.commit()
-                added += len(batch)
-                last = rows[-1].id
-        finally:
-            db.close()
+        last = db.execute("SELECT coalesce(max(rowid), 0) FROM posts").fetchone()[0]
+        added = 0
+        while True:
+            rows = _unindexed(site, last)
+            if not rows:
+                return added
+            db.executemany("INSERT INTO posts(rowid, subject, author, body, list_id) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           [(r.id, r.subject, r.author, _body(site, r), r.list_id)
+                            for r in rows])
+            db.commit()
+            added += len(rows)
+            last = rows[-1].id
+
+
+def _unindexed(site: Site, last: int) -> list[Any]:
+    query = (select(ArchiveEntry.id, ArchiveEntry.list_id, ArchiveEntry.subject,
+                    ArchiveEntry.author, ArchiveEntry.mbox_month, ArchiveEntry.offset,
+                    ArchiveEntry.length, MailingList.name, MailingList.domain)
+             .join(MailingList, MailingList.id == ArchiveEntry.list_id)
+             .where(ArchiveEntry.id > last).order_by(ArchiveEntry.id).limit(BATCH))
+    rows: list[Any] = store.with_connection(site, _fetch(query))
+    return rows
+
+
+def _body(site: Site, r: Any) -> str:
+    path = site.home / "archives" / f"{r.name}@{r.domain}" / f"{r.mbox_month}.mbox"
+    try:
+        return plain_body(from_mbox(path, r.offset, r.length))
+    except OSError:
+        return ""
 
 
 def _fetch(query: Any) -> Callable[[Connection], list[Any]]:
@@ -102,43 +118,93 @@ def _fetch(query: Any) -> Callable[[Connection], list[Any]]:
     return fetch
 
 
-def fts_query(text: str) -> str:
-    words = re.findall(r"[\w@.'-]+\*?", text, flags=re.UNICODE)[:20]
+def words_of(text: str) -> str:
+    """``text`` as its words, one space apart: what PostgreSQL's tsvector is made of."""
+    return " ".join(re.findall(r"\w+", text, flags=re.UNICODE))
+
+
+_PG_INSERT = text(
+    "INSERT INTO archive_search (id, list_id, body, document) VALUES (:id, :list_id, "
+    ":body, to_tsvector('simple', :words)) ON CONFLICT (id) DO NOTHING")
+
+
+def _catch_up_postgres(site: Site) -> int:
+    def last_of(conn: Connection) -> int:
+        return int(conn.execute(text("SELECT coalesce(max(id), 0) FROM archive_search"))
+                   .scalar_one())
+
+    last = store.with_connection(site, last_of)
+    added = 0
+    while True:
+        rows = _unindexed(site, last)
+        if not rows:
+            return added
+        batch = []
+        for r in rows:
+            body = _body(site, r)
+            batch.append({"id": r.id, "list_id": r.list_id, "body": body,
+                          "words": words_of(f"{r.subject}\n{r.author}\n{body}")[
+                              :DOCUMENT_MAX]})
+
+        def put(conn: Connection, batch: list[dict[str, Any]] = batch) -> None:
+            with conn.begin():
+                conn.execute(_PG_INSERT, batch)
+
+        store.with_connection(site, put)
+        added += len(rows)
+        last = rows[-1].id
+
+
+def _query_words(text: str) -> list[tuple[str, bool]]:
+    """(word, prefix?) of a query: at most 20 words, FTS5's tokens."""
     out = []
-    for w in words:
+    for w in re.findall(r"[\w@.'-]+\*?", text, flags=re.UNICODE)[:20]:
         star = w.endswith("*")
         w = w.rstrip("*")
         if w:
-            out.append('"' + w.replace('"', '""') + '"' + ("*" if star else ""))
+            out.append((w, star))
+    return out
+
+
+def fts_query(text: str) -> str:
+    out = []
+    for w, star in _query_words(text):
+        out.append('"' + w.replace('"', '""') + '"' + ("*" if star else ""))
     return " ".join(out)
 
 
-COUNT_MAX = 1000  # "more than 1000": counting every match of a common word is slow
+def ts_query(text: str) -> str:
+    """The query for PostgreSQL's ``to_tsquery``: every word (split as the documents
+    were), ANDed; a trailing ``*`` makes the last part of a word a prefix."""
+    terms = []
+    for w, star in _query_words(text):
+        parts = re.findall(r"\w+", w, flags=re.UNICODE)
+        for i, part in enumerate(parts):
+            prefix = ":*" if star and i == len(parts) - 1 else ""
+            terms.append("'" + part.replace("'", "''").replace("\\", "\\\\") + "'" + prefix)
+    return " & ".join(terms)
 
 
 def search(site: Site, list_id: int, text: str, limit: int = 50,
            offset: int = 0) -> tuple[list[Hit], int]:
-    """Posts of list ``list_id`` matching ``text``, newest first (an archive is read by
-    date, and FTS5 gives rowid order without sorting); (page of hits, total up to
-    COUNT_MAX + 1)."""
-    query = fts_query(text)
-    if not query:
-        return [], 0
-    catch_up(site, if_older_than=CATCH_UP_SECONDS)
-    db = _open(site)
-    try:
-        total = db.execute("SELECT count(*) FROM (SELECT 1 FROM posts WHERE posts MATCH ? "
-                           "AND list_id = ? LIMIT ?)",
-                           (query, list_id, COUNT_MAX + 1)).fetchone()[0]
-        rows = db.execute(
-            "SELECT rowid, snippet(posts, 2, char(2), char(3), ' … ', 16) FROM posts "
-            "WHERE posts MATCH ? AND list_id = ? ORDER BY rowid DESC LIMIT ? OFFSET ?",
-            (query, list_id, limit, offset)).fetchall()
-    except sqlite3.OperationalError:
-        return [], 0
-    finally:
-        db.close()
-    snippets = {r[0]: r[1] for r in rows}
+    """Posts of list ``list_id`` matching ``text``, newest first; (page of hits, total up
+    to COUNT_MAX + 1)."""
+    if _postgres(site):
+        query = ts_query(text)
+        if not query:
+            return [], 0
+        catch_up(site, if_older_than=CATCH_UP_SECONDS)
+        snippets, total = store.with_connection(
+            site, lambda c: _search_postgres(c, list_id, query, limit, offset))
+    else:
+        query = fts_query(text)
+        if not query:
+            return [], 0
+        catch_up(site, if_older_than=CATCH_UP_SECONDS)
+        try:
+            snippets, total = _search_sqlite(_open(site), list_id, query, limit, offset)
+        except sqlite3.OperationalError:
+            return [], 0
     if not snippets:
         return [], int(total)
     entries = store.with_connection(site, lambda c: c.execute(
@@ -148,6 +214,41 @@ def search(site: Site, list_id: int, text: str, limit: int = 50,
     hits = [Hit(i, by_id[i].subject, by_id[i].author, by_id[i].date, snippets[i])
             for i in snippets if i in by_id]
     return hits, int(total)
+
+
+def _search_sqlite(db: sqlite3.Connection, list_id: int, query: str, limit: int,
+                   offset: int) -> tuple[dict[int, str], int]:
+    """FTS5 gives rowid order without sorting; the count stops at COUNT_MAX + 1."""
+    total = db.execute("SELECT count(*) FROM (SELECT 1 FROM posts WHERE posts MATCH ? "
+                       "AND list_id = ? LIMIT ?)",
+                       (query, list_id, COUNT_MAX + 1)).fetchone()[0]
+    rows = db.execute(
+        "SELECT rowid, snippet(posts, 2, char(2), char(3), ' … ', 16) FROM posts "
+        "WHERE posts MATCH ? AND list_id = ? ORDER BY rowid DESC LIMIT ? OFFSET ?",
+        (query, list_id, limit, offset)).fetchall()
+    return {r[0]: r[1] for r in rows}, int(total)
+
+
+_HEADLINE = ("StartSel=\x02, StopSel=\x03, MaxWords=16, MinWords=6, MaxFragments=2, "
+             "FragmentDelimiter=\" … \"")
+
+
+def _search_postgres(conn: Connection, list_id: int, query: str, limit: int,
+                     offset: int) -> tuple[dict[int, str], int]:
+    """The GIN index finds the posts; the headline is made for the page's posts only."""
+    table = ArchiveSearch.__tablename__
+    params = {"q": query, "list_id": list_id, "limit": limit, "offset": offset,
+              "n": COUNT_MAX + 1, "opts": _HEADLINE}
+    total = conn.execute(text(
+        f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE document @@ "
+        "to_tsquery('simple', :q) AND list_id = :list_id LIMIT :n) AS found"),
+        params).scalar_one()
+    rows = conn.execute(text(
+        "SELECT page.id, ts_headline('simple', page.body, to_tsquery('simple', :q), :opts) "
+        f"FROM (SELECT id, body FROM {table} WHERE document @@ to_tsquery('simple', :q) "
+        "AND list_id = :list_id ORDER BY id DESC LIMIT :limit OFFSET :offset) AS page "
+        "ORDER BY page.id DESC"), params).all()
+    return {int(r[0]): str(r[1]) for r in rows}, int(total)
 
 
 def index_path(site: Site) -> Path:

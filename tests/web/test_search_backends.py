@@ -1,0 +1,61 @@
+"""The archive search on both store backends (SQLite: the FTS5 file; PostgreSQL: the
+``archive_search`` table and its GIN index), called as the search page calls it."""
+
+from __future__ import annotations
+
+import email.policy
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+from postroom.lists import archive, store
+from postroom.site import Site
+from postroom.store.lists import create_list
+from postroom.web import search
+from tests.store import conftest as store_fixtures
+
+pg_server = store_fixtures.pg_server
+pg_url = store_fixtures.pg_url
+make_site = store_fixtures.make_site
+backend = store_fixtures.backend
+store_site = store_fixtures.store_site
+ready_site = store_fixtures.ready_site
+_close_engines = store_fixtures._close_engines
+
+
+def _post(site: Site, name: str, subject: str, body: str, day: int) -> int:
+    settings = store.get_settings(site, name, "inf.example.ac.uk")
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = "Ann <ann.lee@example.net>"
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{name}{day}@example.net>"
+    msg.set_content(body)
+    entry = archive.archive(site, settings, msg, msg.as_bytes(), "ann.lee@example.net",
+                            now=datetime(2026, 11, day, tzinfo=UTC))
+    assert entry is not None
+    return entry
+
+
+def test_search_finds_words_newest_first_with_marked_snippets(ready_site: Site) -> None:
+    for name in ("physics", "chem"):
+        create_list(ready_site, name, "inf.example.ac.uk", owners=["boss@example.net"])
+    first = _post(ready_site, "physics", "Spectroscopy seminar", "The quantum widget.", 1)
+    second = _post(ready_site, "physics", "Re: seminar", "More on quantum widgets.", 2)
+    _post(ready_site, "physics", "Unrelated", "Nothing to see.", 3)
+    _post(ready_site, "chem", "quantum in chem", "quantum", 4)
+    physics = store.with_connection(
+        ready_site, lambda c: store.list_id_of(c, "physics", "inf.example.ac.uk"))
+
+    hits, total = search.search(ready_site, physics, "quantum")
+    assert total == 2 and [h.id for h in hits] == [second, first]
+    assert "\x02quantum\x03" in hits[1].snippet
+    assert [h.id for h in search.search(ready_site, physics, "spectro*")[0]] == [first]
+    assert search.search(ready_site, physics, "seminar widget")[1] == 1
+    assert search.search(ready_site, physics, "seminar widget*")[1] == 2
+    # the author's address is words too, and query syntax of either engine is text
+    assert search.search(ready_site, physics, "ann.lee@example.net")[1] == 3
+    for q in ['"', "NEAR(", "a OR", "-x", "subject:foo", "*", "a & !b", "'", "\\"]:
+        search.search(ready_site, physics, q)
+    later = _post(ready_site, "physics", "quantum again", "q", 5)
+    search.catch_up(ready_site)  # a search catches up at most every 2 s
+    hits, total = search.search(ready_site, physics, "quantum")
+    assert total == 3 and hits[0].id == later
