@@ -162,3 +162,109 @@ def test_reader_never_crashes_on_garbage(tmp_path_factory: pytest.TempPathFactor
         maps.read_aliases(p)
     except MapError as e:
         assert str(e).startswith(f"{p}:")
+
+
+def test_include_targets_are_listed_in_order_without_duplicates(tmp_path: Path) -> None:
+    m = maps.read_aliases(write(tmp_path, "a: x, :include:one, y\nb: :include:two,\n"
+                                          "  :include:three\na: :include:four\n"))
+    assert m.includes == [(":include:one", 1), (":include:two", 2), (":include:three", 2)]
+
+
+@pytest.mark.parametrize("name", ["a b", "a\u2003b", "a\u00a0b"])
+def test_alias_names_with_any_white_space_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(MapError, match="bad alias name"):
+        maps.read_aliases(write(tmp_path, f"{name}: x\n"))
+
+
+def reference_read_aliases(path: Path) -> maps.Map:
+    """The aliases reader written plainly (as it was before its fast paths): the readers
+    must agree with it on every input, in entries, warnings and the error raised."""
+    text = path.read_bytes().decode("utf-8")
+    logical: list[tuple[int, str]] = []
+    start, pending = 0, []
+    for no, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip("\r")
+        if line[:1] in (" ", "\t"):
+            stripped = line.strip()
+            if stripped.startswith("#") or not stripped:
+                continue
+            if not pending:
+                logical.append((no, "\0continuation"))
+                break
+            pending.append(stripped)
+            continue
+        if pending:
+            logical.append((start, " ".join(pending)))
+            pending = []
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            start, pending = no, [stripped]
+    else:
+        if pending:
+            logical.append((start, " ".join(pending)))
+    result = maps.Map(str(path))
+    for no, line in logical:
+        if line == "\0continuation":
+            raise MapError(str(path), no, "continuation line with nothing to continue; "
+                           "remove the leading white space")
+        if line.startswith('"'):
+            end = line.find('"', 1)
+            if end < 0 or line[end + 1:end + 2] != ":":
+                raise MapError(str(path), no, "quoted name must be followed by ':'")
+            name, rest = line[1:end], line[end + 2:]
+            if not name:
+                raise MapError(str(path), no, "empty alias name")
+        else:
+            name, colon, rest = line.partition(":")
+            if not colon:
+                raise MapError(str(path), no, "missing ':' after the alias name; "
+                               "write 'name: target, target'")
+            name = name.strip()
+            if not name or len(name.split()) != 1:
+                raise MapError(str(path), no, f"bad alias name {name!r}; names have no spaces "
+                               "unless quoted")
+        try:
+            targets = maps.split_targets(rest)
+        except ValueError as e:
+            raise MapError(str(path), no, f"{e}; close the quote") from None
+        if not targets:
+            raise MapError(str(path), no, f"alias {name!r} has no targets")
+        for t in targets:
+            problem = maps._check_target(t)
+            if problem:
+                raise MapError(str(path), no, problem)
+        key = name.lower()
+        if key in result.entries:
+            result.warnings.append(f"{path}:{no}: duplicate alias {name!r} ignored "
+                                   f"(first at line {result.entries[key][1]})")
+            continue
+        result.entries[key] = (tuple(targets), no)
+        result.includes.extend((t, no) for t in targets if t.startswith(":include:"))
+    return result
+
+
+map_text = st.lists(st.sampled_from([
+    "a: b", "A: c, d", "x-y: e@f.example,", "  g", "\th, i", "", "# note", "  # indented note",
+    "n:", "n: ,", "sp ace: x", "nbsp\u00a0x: y", '"q q": z', '"q: z', '"": z', "k: \"|p a, b\"",
+    'k2: "|p', "inc: :include:f, :include:", "inc2: :include:g", "noc", "r: s\r", " lead: x",
+    "u: \\u, v", "a: again", "\u00e9t\u00e9: w",
+]), max_size=12).map("\n".join)
+
+
+@given(map_text)
+def test_aliases_reader_agrees_with_the_plain_reader(tmp_path_factory: pytest.TempPathFactory,
+                                                     text: str) -> None:
+    p = tmp_path_factory.mktemp("agree") / "aliases"
+    p.write_text(text, encoding="utf-8", newline="")
+    try:
+        want: maps.Map | MapError = reference_read_aliases(p)
+    except MapError as e:
+        want = e
+    try:
+        got: maps.Map | MapError = maps.read_aliases(p)
+    except MapError as e:
+        got = e
+    if isinstance(want, MapError):
+        assert isinstance(got, MapError) and str(got) == str(want)
+    else:
+        assert got == want

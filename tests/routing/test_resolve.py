@@ -215,3 +215,44 @@ def test_lists_are_one_more_source(tmp_path: Path) -> None:
     got = resolver.resolve("postie").routes
     assert got == [Route("list", "", "team@lists.dept.example", "team")]
     assert resolver.resolve("team-request@lists.dept.example").routes[0].mailer == "list"
+
+
+def test_a_remembered_target_route_is_the_route_of_the_long_way(tmp_path: Path) -> None:
+    """A target outside our domains is resolved once and its route remembered: asking again,
+    with --explain after, or at the depth limit gives what the first, long way gave."""
+    rt = make_site(tmp_path, aliases_extra="".join(
+        f"hop{i}: hop{i + 1}\n" for i in range(10)) + "hop10: far@a.sub.example\n"
+        "near: far@a.sub.example\n", routing="max_alias_depth = 10")
+    first = lines(rt, "near")
+    assert first == ["far@a.sub.example... deliverable: mailer relay, "
+                     "host [relay.sub.example], user far@a.sub.example"]
+    assert lines(rt, "near") == first
+    res = rt.resolver.resolve("near", explain=True)
+    assert [s.text for s in res.steps][-1] == (
+        f"far@a.sub.example: mailertable {tmp_path}/maps/mailertable:2: .sub.example -> "
+        "relay:[relay.sub.example]")
+    # the same target one hop past the limit: the depth error, not the remembered route
+    assert [(r.mailer, r.code) for r in rt.resolver.resolve("hop0").routes] == [("error", 554)]
+    assert [(r.mailer, r.code) for r in rt.resolver.resolve("hop1").routes] == [("relay", 0)]
+
+
+def test_explain_names_the_file_whose_entry_wins(tmp_path: Path) -> None:
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps/aliases2").write_text("# second file\nalice: other@far.example\n"
+                                            "zed: bob\n")
+    make_site(tmp_path)  # the files; then a second aliases file in the profile
+    profile = tmp_path / "postroom.toml"
+    profile.write_text(profile.read_text().replace(
+        'aliases = ["maps/aliases"]', 'aliases = ["maps/aliases", "maps/aliases2"]'))
+    rt2 = runtime.build(tmp_path)
+    steps = [s.text for s in rt2.resolver.resolve("alice", explain=True).steps]
+    assert steps[0] == f"alice: aliases {tmp_path}/maps/aliases:3: alice -> alice@staff.example"
+    steps = [s.text for s in rt2.resolver.resolve("zed", explain=True).steps]
+    assert steps[0] == f"zed: aliases {tmp_path}/maps/aliases2:3: zed -> bob"
+
+
+def test_duplicates_are_suppressed_across_includes(tmp_path: Path) -> None:
+    rt = make_site(tmp_path, aliases_extra="both: bob, :include:maps/inc.list, bob\n")
+    res = rt.resolver.resolve("both", explain=True)
+    assert [r.user for r in res.routes] == ["bob", "carol@staff.example", "outer@far.example"]
+    assert sum("duplicate suppressed" in s.text for s in res.steps) == 2

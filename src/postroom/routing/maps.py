@@ -44,6 +44,8 @@ class Map:
     file: str
     entries: dict[str, tuple[object, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # aliases formats: every :include: target of the entries kept, with its line, in order
+    includes: list[tuple[str, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -53,7 +55,10 @@ class Map:
 
 
 def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Join continuation lines; skip blanks and comments. Yields (first line no, text)."""
+    """Join continuation lines; skip blanks and comments. Yields (first line no, text).
+
+    A generator, not a list: a reader raises at the first bad line of the file, whichever
+    of the two finds it."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -63,28 +68,31 @@ def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
     except UnicodeDecodeError as e:
         bad_line = data[: e.start].count(b"\n") + 1
         raise MapError(str(path), bad_line, "not UTF-8; convert the file with iconv") from None
+    lines = text.split("\n")
+    if "\r" in text:
+        lines = [line.rstrip("\r") for line in lines]
     start = 0
-    pending: list[str] = []
-    for no, raw in enumerate(text.split("\n"), 1):
-        line = raw.rstrip("\r")
-        if line[:1] in (" ", "\t"):
+    pending: str | None = None  # the logical line so far
+    for no, line in enumerate(lines, 1):
+        first = line[:1]
+        if first == " " or first == "\t":
             stripped = line.strip()
-            if stripped.startswith("#") or not stripped:
+            if not stripped or stripped[0] == "#":
                 continue
-            if not pending:
+            if pending is None:
                 raise MapError(str(path), no, "continuation line with nothing to continue; "
                                "remove the leading white space")
-            pending.append(stripped)
+            pending = f"{pending} {stripped}"
             continue
-        if pending:
-            yield start, " ".join(pending)
-            pending = []
+        if pending is not None:
+            yield start, pending
+            pending = None
         stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+        if not stripped or stripped[0] == "#":
             continue
-        start, pending = no, [stripped]
-    if pending:
-        yield start, " ".join(pending)
+        start, pending = no, stripped
+    if pending is not None:
+        yield start, pending
 
 
 def split_targets(text: str) -> list[str]:
@@ -115,8 +123,11 @@ def split_targets(text: str) -> list[str]:
     return [t for t in out if t]
 
 
+INCLUDE = ":include:"
+
+
 def _check_target(target: str) -> str | None:
-    if target.startswith(":include:") and not target[len(":include:"):].strip():
+    if target.startswith(INCLUDE) and not target[len(INCLUDE):].strip():
         return ":include: needs a file name"
     if target.startswith('"') and not target.endswith('"'):
         return f"unbalanced double quote in {target!r}"
@@ -127,8 +138,9 @@ def read_aliases(path: Path, *, fold_case: bool = True) -> Map:
     """Read an aliases-format file (aliases, forwarding map, :include: lists excluded)."""
     result = Map(str(path))
     entries = result.entries
+    includes = result.includes
     for no, text in _logical_lines(path):
-        if text.startswith('"'):
+        if text[0] == '"':
             end = text.find('"', 1)
             if end < 0 or text[end + 1 : end + 2] != ":":
                 raise MapError(str(path), no, "quoted name must be followed by ':'")
@@ -141,25 +153,34 @@ def read_aliases(path: Path, *, fold_case: bool = True) -> Map:
                 raise MapError(str(path), no, "missing ':' after the alias name; "
                                "write 'name: target, target'")
             name = name.strip()
-            if not name or len(name.split()) != 1:
+            # (a name of letters and digits has no white space: the split is for the rest)
+            if not name or (not name.isalnum() and len(name.split()) != 1):
                 raise MapError(str(path), no, f"bad alias name {name!r}; names have no spaces "
                                "unless quoted")
-        try:
-            targets = split_targets(rest)
-        except ValueError as e:
-            raise MapError(str(path), no, f"{e}; close the quote") from None
+        if '"' in rest:
+            try:
+                targets = split_targets(rest)
+            except ValueError as e:
+                raise MapError(str(path), no, f"{e}; close the quote") from None
+        else:  # split_targets without quotes, inline: most lines of a big map
+            targets = [t.strip() for t in rest.split(",")]
+            if "" in targets:
+                targets = [t for t in targets if t]
         if not targets:
             raise MapError(str(path), no, f"alias {name!r} has no targets")
-        for t in targets:
-            problem = _check_target(t)
-            if problem:
-                raise MapError(str(path), no, problem)
+        if '"' in rest or INCLUDE in rest:  # the only targets _check_target refuses
+            for t in targets:
+                problem = _check_target(t)
+                if problem:
+                    raise MapError(str(path), no, problem)
         key = name.lower() if fold_case else name
         if key in entries:
             result.warnings.append(f"{path}:{no}: duplicate alias {name!r} ignored "
                                    f"(first at line {entries[key][1]})")
             continue
         entries[key] = (tuple(targets), no)
+        if INCLUDE in rest:
+            includes.extend((t, no) for t in targets if t.startswith(INCLUDE))
     return result
 
 

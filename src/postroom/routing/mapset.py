@@ -15,7 +15,7 @@ from postroom.errors import MapError
 from postroom.routing import maps
 from postroom.site import Site
 
-INCLUDE = ":include:"
+INCLUDE = maps.INCLUDE
 
 
 @dataclass(slots=True)
@@ -66,10 +66,8 @@ class SiteMaps:
 
     def _load_includes(self, home: Path) -> None:
         todo: list[tuple[str, str, int]] = []
-        for m in (*self.aliases, *self.forwards):
-            for targets, line in m.entries.values():
-                todo.extend((t, m.file, line) for t in targets  # type: ignore[attr-defined]
-                            if t.startswith(INCLUDE))
+        for m in (*self.aliases, *self.forwards):  # the readers list the :include: targets
+            todo.extend((t, m.file, line) for t, line in m.includes)
         while todo:
             target, file, line = todo.pop()
             name = target[len(INCLUDE):].strip()

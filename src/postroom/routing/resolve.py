@@ -35,7 +35,7 @@ from postroom.errors import AddressError
 from postroom.routing.maps import ErrorTarget, Map, parse_error
 from postroom.routing.mapset import INCLUDE, SiteMaps
 from postroom.site import Site
-from postroom.srs import SrsError, SrsPolicy
+from postroom.srs import SrsError, SrsPolicy, is_srs
 from postroom.types import Mailer, Route
 
 
@@ -113,6 +113,7 @@ class Resolver:
         self.maps = maps
         self.lists: ListSource = lists or NoLists()
         self.srs = SrsPolicy.from_site(site)
+        self._srs_codec = self.srs.codec is not None
         # Merge multi-file maps once: the first file that names a key wins.
         self._aliases = _merge(maps.aliases)
         self._forwards = _merge(maps.forwards)
@@ -120,7 +121,12 @@ class Resolver:
         self._mailertable = _merge(maps.mailertable)
         self._local = _merge(maps.local_users)
         self._virtual_domains = frozenset(k.rpartition("@")[2] for k in self._virtual)
-        self._parsed: dict[str, addresses.Address | AddressError] = {}
+        # the lookup order for a local name, with the table of each map step
+        self._sources = tuple((s, self._aliases if s == "aliases" else self._forwards
+                               if s == "forwards" else None) for s in self.order)
+        # Map targets repeat, and what an address target is does not change while this
+        # resolver lives: each is parsed once, and one outside our domains is its Route.
+        self._plans: dict[str, Route | addresses.Address | AddressError] = {}
         own: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
         for listener in p.listeners:
             try:
@@ -156,8 +162,7 @@ class Resolver:
                                     address.strip("<>")))
             self._note(0, f"null-client role: everything goes to {self.null_client_hub}")
             return res
-        seen: set[tuple[str, str, str]] = set()
-        self._seen = seen
+        self._seen: set[tuple[str, str, str]] | None = None
         self._address(address.strip().strip("<>"), parsed, 0, ())
         if explain and res.local and self.srs.active and not self.srs.is_srs(parsed.local):
             self._explain_srs(res, sender)  # (a bounce to an SRS address has no sender)
@@ -188,12 +193,17 @@ class Resolver:
     # -- expansion --------------------------------------------------------------------------
 
     def _emit(self, route: Route) -> None:
-        key = (route.mailer, route.host, route.user)
-        if key in self._seen:
-            self._note(0, f"{route.address}: duplicate suppressed")
-            return
-        self._seen.add(key)
-        self._res.routes.append(route)
+        routes = self._res.routes
+        if routes:  # (the first route is no duplicate: the set is made for a second one)
+            seen = self._seen
+            if seen is None:
+                seen = self._seen = {r[:3] for r in routes}
+            key = route[:3]  # (mailer, host, user)
+            if key in seen:
+                self._note(0, f"{route.address}: duplicate suppressed")
+                return
+            seen.add(key)
+        routes.append(route)
 
     def _note(self, depth: int, text: str) -> None:
         if self._explain:
@@ -209,21 +219,27 @@ class Resolver:
         if domain[:1] == "[" and self._own_literal(domain):
             self._note(depth, f"{display}: {domain} is this host: a name in {self.primary}")
             domain = self.primary
-        if domain in self.local_domains and self.srs.is_srs(parsed.local):
-            self._srs_bounce(display, parsed.local, depth, path)
+        if domain in self.local_domains:
+            local = parsed.local
+            if self._srs_codec and is_srs(local):  # SrsPolicy.is_srs, without two calls
+                self._srs_bounce(display, local, depth, path)
+                return
+            if local[:1] == '"':
+                local = parsed.bare
+            if domain in self._virtual_domains and self._virtusertable(display, local, domain,
+                                                                        depth, path):
+                return
+            self._local_name(display, local, depth, path, domain)
             return
-        if domain in self.local_domains or domain in self.hosted_domains:
+        if domain in self.hosted_domains:
             local = parsed.local
             if local[:1] == '"':
                 local = parsed.bare
             if domain in self._virtual_domains and self._virtusertable(display, local, domain,
                                                                         depth, path):
                 return
-            if domain not in self.local_domains:
-                self._note(depth, f"{display}: no virtusertable entry for hosted domain {domain}")
-                self._emit(error_route(display, *NO_SUCH_USER))
-                return
-            self._local_name(display, local, depth, path, domain)
+            self._note(depth, f"{display}: no virtusertable entry for hosted domain {domain}")
+            self._emit(error_route(display, *NO_SUCH_USER))
             return
         self._remote(display, parsed.local, domain, depth)
 
@@ -251,13 +267,15 @@ class Resolver:
             hit = self._virtual.get(key)
             if hit is None:
                 continue
-            value, where = hit
+            value, line = hit
             assert isinstance(value, str)
             bare_local = base if detail is not None else local
             target = (value.replace("%1", bare_local)
                       .replace("%2", detail or "")
                       .replace("%3", f"{self.detail_sep}{detail}" if detail else ""))
-            self._note(depth, f"{display}: virtusertable {_where(where)}: {key} -> {target}")
+            if self._explain:
+                self._note(depth, f"{display}: virtusertable "
+                           f"{_where(self.maps.virtusertable, key, line)}: {key} -> {target}")
             if target.startswith("error:"):
                 e = parse_error(target)
                 self._emit(error_route(display, e.code, e.status, e.text))
@@ -296,21 +314,22 @@ class Resolver:
 
     def _lookup_name(self, display: str, key: str, depth: int, path: tuple[str, ...],
                      domain: str, no_alias: bool) -> bool:
-        for source in self.order:
-            if source == "aliases" or source == "forwards":
+        for source, table in self._sources:
+            if table is not None:  # aliases or forwards
                 if no_alias:
                     continue
-                table = self._aliases if source == "aliases" else self._forwards
                 hit = table.get(key)
                 if hit is None:
                     continue
-                targets, where = hit
+                targets = hit[0]
                 if self._explain:
-                    self._note(depth, f"{display}: {source} {_where(where)}: {key} -> "
-                               f"{', '.join(targets)}")  # type: ignore[arg-type]
+                    group = self.maps.aliases if source == "aliases" else self.maps.forwards
+                    self._note(depth, f"{display}: {source} {_where(group, key, hit[1])}: "
+                               f"{key} -> {', '.join(targets)}")  # type: ignore[arg-type]
                 inner = (*path, key)
+                depth += 1
                 for t in targets:  # type: ignore[attr-defined]
-                    self._target(t, depth + 1, inner)
+                    self._target(t, depth, inner)
                 return True
             if source == "lists":
                 list_address = self.lists.lookup(key, domain)
@@ -325,76 +344,105 @@ class Resolver:
                 if hit is None:
                     continue
                 if self._explain:
-                    self._note(depth, f"{display}: local user {_where(hit[1])}: {key}")
+                    self._note(depth, f"{display}: local user "
+                               f"{_where(self.maps.local_users, key, hit[1])}: {key}")
                 self._emit(Route("local", "", key, display))
                 return True
         return False
 
     def _target(self, target: str, depth: int, path: tuple[str, ...]) -> None:
         """Expand one alias / virtusertable target."""
+        plan = self._plans.get(target)
+        if type(plan) is Route and depth <= self.max_depth and not self._explain:
+            # an address outside our domains, seen before: its route (no duplicate if first)
+            routes = self._res.routes
+            if routes:
+                self._emit(plan)
+            else:
+                routes.append(plan)
+            return
         t = target
         bare = t[1:-1] if len(t) >= 2 and t[0] == '"' and t[-1] == '"' else t
-        if bare.startswith("|"):
-            user = f'"{bare}"'
-            self._emit(Route("prog", "", user, user))
-            return
-        if bare.startswith("/"):
-            self._emit(Route("file", "", bare, bare))
-            return
-        if bare.startswith(INCLUDE):
-            name = bare[len(INCLUDE):].strip()
-            inc = self.maps.includes.get(name)
-            if inc is None:  # load() reads every include; this is a map set built by hand
-                self._emit(error_route(bare, 451, "4.3.0", f"include file {name} not loaded"))
+        if plan is None:
+            if bare.startswith("|"):
+                user = f'"{bare}"'
+                self._emit(Route("prog", "", user, user))
                 return
-            targets = inc.entries[""][0]
-            self._note(depth, f"{bare}: {inc.file}: {len(targets)} targets")  # type: ignore
-            for sub in targets:  # type: ignore[attr-defined]
-                self._target(sub, depth + 1, path)
-            return
-        if bare.startswith("\\"):
-            name = bare[1:]
-            self._local_name(name, name, depth, path, self.primary, no_alias=True)
-            return
-        parsed = self._parsed.get(bare)
-        if parsed is None:  # map targets repeat: parse each once
-            try:
-                parsed = addresses.parse(bare, default_domain=self.primary)
-            except AddressError as e:
-                parsed = e
-            if len(self._parsed) < 1_000_000:
-                self._parsed[bare] = parsed
-        if isinstance(parsed, AddressError):
-            self._note(depth, f"{bare}: {parsed}")
-            route = address_refusal(bare, parsed)
+            if bare.startswith("/"):
+                self._emit(Route("file", "", bare, bare))
+                return
+            if bare.startswith(INCLUDE):
+                name = bare[len(INCLUDE):].strip()
+                inc = self.maps.includes.get(name)
+                if inc is None:  # load() reads every include; this is a map set built by hand
+                    self._emit(error_route(bare, 451, "4.3.0", f"include file {name} not loaded"))
+                    return
+                targets = inc.entries[""][0]
+                self._note(depth, f"{bare}: {inc.file}: {len(targets)} targets")  # type: ignore
+                for sub in targets:  # type: ignore[attr-defined]
+                    self._target(sub, depth + 1, path)
+                return
+            if bare.startswith("\\"):
+                name = bare[1:]
+                self._local_name(name, name, depth, path, self.primary, no_alias=True)
+                return
+            plan = self._plan(bare)
+            if len(self._plans) < 1_000_000:
+                self._plans[target] = plan
+        if isinstance(plan, AddressError):
+            self._note(depth, f"{bare}: {plan}")
+            route = address_refusal(bare, plan)
             self._emit(route)
             return
-        self._address(bare, parsed, depth, path)
+        if type(plan) is Route:  # explaining, or too deep: the long way, with its notes
+            plan = addresses.parse(bare, default_domain=self.primary)
+        assert isinstance(plan, addresses.Address)
+        self._address(bare, plan, depth, path)
+
+    def _plan(self, bare: str) -> Route | addresses.Address | AddressError:
+        """What an address target is: refused, an address of ours (the maps go on), or an
+        address outside our domains, whose route depends on nothing else."""
+        try:
+            parsed = addresses.parse(bare, default_domain=self.primary)
+        except AddressError as e:
+            return e
+        domain = parsed.domain
+        if (domain in self.local_domains or domain in self.hosted_domains
+                or (domain[:1] == "[" and self._own_literal(domain))):
+            return parsed
+        return self._remote_route(bare, parsed.local, domain)
 
     def _remote(self, display: str, local: str, domain: str, depth: int) -> None:
+        if self._explain:
+            self._note(depth, self._remote_note(display, domain))
+        self._emit(self._remote_route(display, local, domain))
+
+    def _remote_route(self, display: str, local: str, domain: str) -> Route:
+        """The route of an address in another domain: mailertable, smart host, or MX."""
         user = f"{local}@{domain}"
         hit = self._mailer_for(domain)
         if hit is not None:
-            (value, where), key = hit
-            value = str(value)
+            value = str(hit[0][0])
             mailer, _, host = value.partition(":")
-            if self._explain:
-                self._note(depth, f"{display}: mailertable {_where(where)}: {key} -> {value}")
             if mailer == "error":
                 e: ErrorTarget = parse_error(value)
-                self._emit(error_route(display, e.code, e.status, e.text))
-            elif mailer == "local":
-                self._emit(Route("local", "", host or local, display))
-            else:
-                self._emit(Route("relay" if mailer == "relay" else "esmtp", host, user, display))
-            return
+                return error_route(display, e.code, e.status, e.text)
+            if mailer == "local":
+                return Route("local", "", host or local, display)
+            return Route("relay" if mailer == "relay" else "esmtp", host, user, display)
         if self.smart_host:
-            self._note(depth, f"{display}: smart host {self.smart_host}")
-            self._emit(Route("relay", self.smart_host, user, display))
-            return
-        if self._explain:
-            self._note(depth, f"{display}: MX lookup for {domain} at delivery time")
-        self._emit(Route("esmtp", domain, user, display))
+            return Route("relay", self.smart_host, user, display)
+        return Route("esmtp", domain, user, display)
+
+    def _remote_note(self, display: str, domain: str) -> str:
+        hit = self._mailer_for(domain)
+        if hit is not None:
+            (value, line), key = hit
+            where = _where(self.maps.mailertable, key, line)
+            return f"{display}: mailertable {where}: {key} -> {value}"
+        if self.smart_host:
+            return f"{display}: smart host {self.smart_host}"
+        return f"{display}: MX lookup for {domain} at delivery time"
 
     def _mailer_for(self, domain: str) -> tuple[tuple[object, object], str] | None:
         table = self._mailertable
@@ -416,18 +464,21 @@ class Resolver:
         return (hit, ".") if hit is not None else None
 
 
-def _merge(group: list[Map]) -> dict[str, tuple[object, str]]:
-    """Merge maps, first file wins. Values carry "file:line" for --explain; the string is
-    built once per file and line *number* pair lazily would cost a lookup, so it is a plain
-    tuple here and joined only when explained (see ``_where``)."""
-    merged: dict[str, tuple[object, str]] = {}
+def _merge(group: list[Map]) -> dict[str, tuple[object, int]]:
+    """Merge maps, first file wins. The values are the readers' own (value, line): one file
+    (the usual case) is its dictionary as it is, not a copy; ``_where`` finds the file
+    again for --explain."""
+    if len(group) == 1:
+        return group[0].entries
+    merged: dict[str, tuple[object, int]] = {}
     for m in reversed(group):
-        file = m.file
-        merged.update({key: (value, (file, line))  # type: ignore[misc]
-                       for key, (value, line) in m.entries.items()})
+        merged.update(m.entries)
     return merged
 
 
-def _where(where: object) -> str:
-    assert isinstance(where, tuple)
-    return f"{where[0]}:{where[1]}"
+def _where(group: list[Map], key: str, line: object) -> str:
+    """"file:line" of a merged entry: the first file of the group that names the key."""
+    for m in group:
+        if key in m.entries:
+            return f"{m.file}:{line}"
+    return f"?:{line}"
