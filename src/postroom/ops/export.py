@@ -122,11 +122,12 @@ def collect(rt: Runtime, *, host_names: bool = False) -> ExportResult:
             elif "*" not in local:  # user+*@domain: the relays strip the detail themselves
                 extra.setdefault(domain, set()).add(local.lower() if fold else local)
     takes = verdict.takes
+    outside: dict[str, bool] = {}  # target domains' answers, asked once each
     taken: list[str] = []
     per_domain: dict[str, int] = {}
 
     def ask(domain: str, candidates: Iterable[str]) -> None:
-        found = [f"{n}@{domain}" for n in candidates if takes(resolver, n, domain)]
+        found = [f"{n}@{domain}" for n in candidates if takes(resolver, n, domain, outside)]
         if found:
             taken.extend(found)
             per_domain[domain] = per_domain.get(domain, 0) + len(found)
