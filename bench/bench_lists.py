@@ -3,6 +3,11 @@
 
     .venv/bin/python bench/bench_lists.py [--runs 3] [--mailman-runs 1]
                                            [--mailman-members 10000] [--skip-mailman]
+                                           [--fanout-only] [--result NAME]
+
+(``--fanout-only``: only the fan-out runs and the big list's memory run, for measuring a
+change to fan-out on a shared machine; the memory run also gives the largest process's
+peak RSS, which is the process that fanned out.)
 
 Both servers, each with its own ``/usr/sbin/smtp-sink -v`` on 127.0.0.1 (the RCPT and MAIL
 lines of its log are counted), are started and stopped here:
@@ -502,6 +507,8 @@ class Bench:
                "foreign_cpu_pct": win["foreign_cpu_pct"], "steal_pct": win["steal_pct"],
                "top_foreign": win["top_foreign"],
                "peak_rss_mb": rss.get(who, {}).get("peak_rss_sum_mb"),
+               "peak_rss_largest_process_mb":
+                   rss.get(who, {}).get("peak_rss_largest_process_mb"),
                "quiet_gate_passed": gate["passed"]}
         if pss_root is not None:
             out["peak_pss_mb"] = round(peak_pss[0], 1)
@@ -589,6 +596,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="members of the listing and memory fan-out list")
     ap.add_argument("--sizes", default="1000,10000", help="fan-out list sizes (smoke tests)")
     ap.add_argument("--gate-timeout", type=float, default=60.0)
+    ap.add_argument("--fanout-only", action="store_true",
+                    help="only the fan-out figures and the memory run (no add, sync or "
+                    "listing figures): for measuring a fan-out change on a shared machine")
+    ap.add_argument("--result", default="",
+                    help="name of the result file in bench/results (default: lists, or "
+                    "lists_partial for a partial run)")
     args = ap.parse_args(argv)
 
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -681,49 +694,14 @@ def main(argv: list[str] | None = None) -> int:
             mm = None
 
         # -- postroom: add 10,000, sync 50,000, list 100,000 -------------------------------
-        results["cli_floor"] = _cli_row(_median_cli(
-            [lambda: pr.cli("lists", "list") for _ in range(3)]))
-        add_file = members_file(tmp / "add_10000.txt", 10_000)
-        adds = []
-        for i in range(args.runs):
-            address = pr.new_list(f"add{i}")
-            bench.gate("postroom add 10000")
-            adds.append(_cli_row(pr.cli("members", "add", address, "--file", str(add_file))))
-        results["add_10000"] = adds
-        log(f"  postroom members add 10000: {[a['wall_s'] for a in adds]}")
-
-        sync_file = members_file(tmp / "sync_initial.txt", args.sync)
-        churn = tmp / "sync_churn.txt"  # 2,500 out, 2,500 in
-        churn.write_text("".join(sync_file.read_text().splitlines(True)[2500:])
-                         + members_file(tmp / "in.txt", 2500, 500_000).read_text())
-        syncs: list[dict[str, Any]] = []
-        for i in range(args.runs):
-            address = pr.new_list(f"sync{i}")
-            bench.gate("postroom sync")
-            initial = _cli_row(pr.cli("members", "sync", "-q", address, str(sync_file)))
-            bench.gate("postroom sync churn")
-            changed = _cli_row(pr.cli("members", "sync", "-q", address, str(churn)))
-            syncs.append({"initial": initial, "churn": changed,
-                          "summary": changed.get("stdout_tail")})
-        results["sync"] = syncs
-        log(f"  postroom members sync {args.sync}: initial "
-            f"{[s['initial']['wall_s'] for s in syncs]}, churn "
-            f"{[s['churn']['wall_s'] for s in syncs]}")
-
+        if not args.fanout_only:
+            cli_figures(pr, bench, tmp, args, results)
         big_file = members_file(tmp / "members_big.txt", args.big)
         big = pr.new_list("big")
         bench.gate("postroom add big")
         results["add_big"] = _cli_row(pr.cli("members", "add", big, "--file", str(big_file)))
-        bench.gate("page_members")
-        results["first_page_in_process"] = page_in_process(pr.home, "big")
-        lists = []
-        for _ in range(args.runs):
-            bench.gate("postroom members list")
-            lists.append(_cli_row(pr.cli("members", "list", big)))
-        results["first_page_cli"] = lists
-        log(f"  first page of {args.big}: in process "
-            f"{results['first_page_in_process']['median_s'] * 1000:.1f} ms, CLI "
-            f"{[r['wall_s'] for r in lists]}")
+        if not args.fanout_only:
+            listing_figures(pr, bench, big, args, results)
 
         # -- memory during a 100,000-member fan-out ----------------------------------------
         before = tree_memory(pr.pid)
@@ -737,8 +715,9 @@ def main(argv: list[str] | None = None) -> int:
                                                           1)
         results["memory_fanout"]["pss_growth_mb"] = round(run["peak_pss_mb"] - before["pss_mb"],
                                                           1)
-        log(f"  memory: before {before}, peak RSS {run['peak_rss_mb']} MB, peak PSS "
-            f"{run['peak_pss_mb']} MB")
+        log(f"  memory: before {before}, peak RSS {run['peak_rss_mb']} MB (largest process "
+            f"{run['peak_rss_largest_process_mb']} MB), peak PSS {run['peak_pss_mb']} MB; "
+            f"server CPU {run['server_cpu_s']} s")
     finally:
         if mm is not None:
             mm.stop()
@@ -751,13 +730,61 @@ def main(argv: list[str] | None = None) -> int:
 
     results["summary"] = summarise(results, args, mm_sizes)
     full = not args.skip_mailman and args.mailman_members == 10_000 and args.big == 100_000 \
-        and args.sync == 50_000 and args.sizes == "1000,10000"
-    path = common.write_result("lists" if full else "lists_partial", results)
+        and args.sync == 50_000 and args.sizes == "1000,10000" and not args.fanout_only
+    path = common.write_result(args.result or ("lists" if full else "lists_partial"), results)
     print(common.table(results["summary"]["rows"],
                        ["measure", "postroom", "Mailman 3", "Mailman / postroom", "goal",
                         "met"]))
     print(f"written to {path}")
     return 0
+
+
+def cli_figures(pr: Postroom, bench: Bench, tmp: Path, args: argparse.Namespace,
+                results: dict[str, Any]) -> None:
+    """Adding 10,000 members and syncing ``--sync`` members, ``--runs`` times each."""
+    results["cli_floor"] = _cli_row(_median_cli(
+        [lambda: pr.cli("lists", "list") for _ in range(3)]))
+    add_file = members_file(tmp / "add_10000.txt", 10_000)
+    adds = []
+    for i in range(args.runs):
+        address = pr.new_list(f"add{i}")
+        bench.gate("postroom add 10000")
+        adds.append(_cli_row(pr.cli("members", "add", address, "--file", str(add_file))))
+    results["add_10000"] = adds
+    log(f"  postroom members add 10000: {[a['wall_s'] for a in adds]}")
+
+    sync_file = members_file(tmp / "sync_initial.txt", args.sync)
+    churn = tmp / "sync_churn.txt"  # 2,500 out, 2,500 in
+    churn.write_text("".join(sync_file.read_text().splitlines(True)[2500:])
+                     + members_file(tmp / "in.txt", 2500, 500_000).read_text())
+    syncs: list[dict[str, Any]] = []
+    for i in range(args.runs):
+        address = pr.new_list(f"sync{i}")
+        bench.gate("postroom sync")
+        initial = _cli_row(pr.cli("members", "sync", "-q", address, str(sync_file)))
+        bench.gate("postroom sync churn")
+        changed = _cli_row(pr.cli("members", "sync", "-q", address, str(churn)))
+        syncs.append({"initial": initial, "churn": changed,
+                      "summary": changed.get("stdout_tail")})
+    results["sync"] = syncs
+    log(f"  postroom members sync {args.sync}: initial "
+        f"{[s['initial']['wall_s'] for s in syncs]}, churn "
+        f"{[s['churn']['wall_s'] for s in syncs]}")
+
+
+def listing_figures(pr: Postroom, bench: Bench, big: str, args: argparse.Namespace,
+                    results: dict[str, Any]) -> None:
+    """The first page of the big list, in process and by the CLI."""
+    bench.gate("page_members")
+    results["first_page_in_process"] = page_in_process(pr.home, "big")
+    lists = []
+    for _ in range(args.runs):
+        bench.gate("postroom members list")
+        lists.append(_cli_row(pr.cli("members", "list", big)))
+    results["first_page_cli"] = lists
+    log(f"  first page of {args.big}: in process "
+        f"{results['first_page_in_process']['median_s'] * 1000:.1f} ms, CLI "
+        f"{[r['wall_s'] for r in lists]}")
 
 
 def _cli_row(res: dict[str, Any]) -> dict[str, Any]:
@@ -799,30 +826,31 @@ def summarise(r: dict[str, Any], args: argparse.Namespace,
         rows.append([f"fan-out {n:,}: Mailman bulk (batches of 1,000, not personalised)",
                      "", f"{mm_b['median']:.2f}" if mm_b else "-",
                      ratio(mm_b["median"] if mm_b else None, pr_med["median"]), "", ""])
-    adds = [a["wall_s"] for a in r["add_10000"]]
-    add_med = statistics.median(adds)
-    mm_fill = r["fills"]["mailman"]
-    if 10_000 in mm_fill:
-        mm_add, label = mm_fill[10_000]["wall_s"], f"{mm_fill[10_000]['wall_s']:.1f}"
-    elif 1000 in mm_fill:
-        mm_add = mm_fill[1000]["wall_s"] * 10
-        label = f"~{mm_add:.0f} (extrapolated: 10 x {mm_fill[1000]['wall_s']:.1f} s for 1,000)"
-    else:
-        mm_add, label = None, "-"
-    rows.append(["add 10,000 members (s, wall)", f"{add_med:.2f}", label,
-                 ratio(mm_add, add_med), "< 1 s", "yes" if add_med < 1 else "NO"])
-    sync_i = statistics.median(s["initial"]["wall_s"] for s in r["sync"])
-    sync_c = statistics.median(s["churn"]["wall_s"] for s in r["sync"])
-    rows.append([f"sync {args.sync:,} members from empty (s, wall)", f"{sync_i:.2f}", "", "",
-                 "< 2 s", "yes" if sync_i < 2 else "NO"])
-    rows.append([f"sync {args.sync:,}, 5,000 changed (s, wall)", f"{sync_c:.2f}", "", "",
-                 "< 2 s", "yes" if sync_c < 2 else "NO"])
-    page = r["first_page_in_process"]["median_s"]
-    rows.append([f"first page of {args.big:,}: page_members (ms)", f"{page * 1000:.1f}", "",
-                 "", "< 50 ms", "yes" if page < 0.05 else "NO"])
-    cli = statistics.median(x["wall_s"] for x in r["first_page_cli"])
-    rows.append([f"first page of {args.big:,}: `postroom members list` (s, wall)",
-                 f"{cli:.2f} (CLI floor {r['cli_floor']['wall_s']:.2f})", "", "", "", ""])
+    if "add_10000" in r:  # not with --fanout-only
+        adds = [a["wall_s"] for a in r["add_10000"]]
+        add_med = statistics.median(adds)
+        mm_fill = r["fills"]["mailman"]
+        if 10_000 in mm_fill:
+            mm_add, label = mm_fill[10_000]["wall_s"], f"{mm_fill[10_000]['wall_s']:.1f}"
+        elif 1000 in mm_fill:
+            mm_add = mm_fill[1000]["wall_s"] * 10
+            label = f"~{mm_add:.0f} (extrapolated: 10 x {mm_fill[1000]['wall_s']:.1f} s for 1,000)"
+        else:
+            mm_add, label = None, "-"
+        rows.append(["add 10,000 members (s, wall)", f"{add_med:.2f}", label,
+                     ratio(mm_add, add_med), "< 1 s", "yes" if add_med < 1 else "NO"])
+        sync_i = statistics.median(s["initial"]["wall_s"] for s in r["sync"])
+        sync_c = statistics.median(s["churn"]["wall_s"] for s in r["sync"])
+        rows.append([f"sync {args.sync:,} members from empty (s, wall)", f"{sync_i:.2f}", "", "",
+                     "< 2 s", "yes" if sync_i < 2 else "NO"])
+        rows.append([f"sync {args.sync:,}, 5,000 changed (s, wall)", f"{sync_c:.2f}", "", "",
+                     "< 2 s", "yes" if sync_c < 2 else "NO"])
+        page = r["first_page_in_process"]["median_s"]
+        rows.append([f"first page of {args.big:,}: page_members (ms)", f"{page * 1000:.1f}", "",
+                     "", "< 50 ms", "yes" if page < 0.05 else "NO"])
+        cli = statistics.median(x["wall_s"] for x in r["first_page_cli"])
+        rows.append([f"first page of {args.big:,}: `postroom members list` (s, wall)",
+                     f"{cli:.2f} (CLI floor {r['cli_floor']['wall_s']:.2f})", "", "", "", ""])
     mem = r["memory_fanout"]
     partial = "" if mem["run"]["complete"] else \
         f", {mem['run']['rcpts']:,} copies in {mem['run']['all_s']:.0f} s: timed out"

@@ -23,9 +23,12 @@ from postroom.errors import PermanentFailure, PostroomError
 from postroom.lists import archive, bounces, digest, fanout, held, moderation, store, subscribe
 from postroom.lists.context import PostContext, TxtLookup
 from postroom.lists.dmarc import DnsTxt
-from postroom.lists.model import ListSettings, RuleAction
+from postroom.lists.model import DeliveryMode, ListSettings, RuleAction
 from postroom.lists.notices import notice
 from postroom.lists.pipeline import HANDLERS, POSTING, run
+from postroom.queue.journal import FanoutRecord, Progress
+from postroom.runner.inject import Paced
+from postroom.runner.runner import QueueRunner
 from postroom.runtime import Runtime
 from postroom.site import Site
 
@@ -34,9 +37,13 @@ Inject = Callable[[Envelope, bytes], Awaitable[str]]
 
 class ListEngine:
     def __init__(self, runtime: Callable[[], Runtime], inject: Inject, *,
-                 dns: TxtLookup | None = None, web_base: str = "") -> None:
+                 dns: TxtLookup | None = None, web_base: str = "",
+                 runner: QueueRunner | None = None) -> None:
+        """``runner``: the server process's, whose fan-outs are paced (``Paced``); a
+        command has none and injects every message at once."""
         self.runtime = runtime
         self.inject = inject
+        self.runner = runner
         self.web_base = web_base
         self._dns = dns
 
@@ -58,7 +65,7 @@ class ListEngine:
         if target is None:
             raise PermanentFailure(550, "5.1.1", f"<{list_address}>: no such list")
         if target.service == "":
-            await self.post(target, envelope.sender, message, list_address)
+            await self.post(target, envelope.sender, message, list_address, envelope.id)
         elif target.service == "owner":
             await self._to_owners(target.settings, envelope.sender, message)
         elif target.service == "bounces":
@@ -89,12 +96,13 @@ class ListEngine:
             secret=target.secret.encode(), web_base=self.web_base)
 
     async def post(self, target: store.ListTarget, sender: str, raw: bytes,
-                   rcpt: str) -> None:
+                   rcpt: str, post_id: str = "") -> None:
+        """``post_id``: the queue ID of the post (its fan-out record's name)."""
         ctx = await asyncio.to_thread(self._context, target, sender, raw, rcpt)
         decision = await asyncio.to_thread(run, ctx, POSTING)
         s = target.settings
         if decision is RuleAction.ACCEPT:
-            await self.send(ctx)
+            await self.send(ctx, post_id)
         elif decision is RuleAction.HOLD:
             site = self.runtime().site
             held_id = await asyncio.to_thread(
@@ -114,25 +122,57 @@ class ListEngine:
         else:
             maillog.line(f"list {s.address}: post from <{sender}> discarded: {ctx.reason}")
 
-    async def send(self, ctx: PostContext) -> str:
+    async def send(self, ctx: PostContext, post_id: str = "") -> str:
         """An accepted (or approved) post: archive it, keep it for the digest members, then
-    queue it once for every member who takes each post."""
+        queue it for every member who takes each post, ``fanout.ENVELOPE_RECIPIENTS`` to a
+        message, read from the store a page at a time; returns the first queue ID.
+
+        In a server process the messages are started a few at a time (``inject.Paced``):
+        the post is taken once they are all durable, and the deliveries go on after.
+        With ``post_id`` (a post from the queue) every message queued is recorded in the
+        post's fan-out record as soon as it is durable, and a post taken up again after a
+        crash goes on after the last member recorded (and is not archived again)."""
         assert ctx.outgoing is not None
         rt = self.runtime()
         s = ctx.settings
-        await asyncio.to_thread(archive.archive, rt.site, s, ctx.message, ctx.outgoing,
-                                ctx.sender)
-        await asyncio.to_thread(digest.collect, rt.site, s, ctx.outgoing, ctx.sender)
-        members = [m for page in await asyncio.to_thread(
-            lambda: list(store.members_for_delivery(rt.site, s.address))) for m in page]
-        env = fanout.post_envelope(s, members, rt.resolver, rt.site.profile.site.hostname)
-        if not env.recipients:
-            maillog.line(f"list {s.address}: post from <{ctx.sender}> has no member to go to")
+        record = FanoutRecord(rt.site.queue_dir, post_id) if post_id else None
+        done = record.progress(s.address) if record is not None else Progress()
+        if not done.messages:
+            await asyncio.to_thread(archive.archive, rt.site, s, ctx.message, ctx.outgoing,
+                                    ctx.sender)
+            await asyncio.to_thread(digest.collect, rt.site, s, ctx.outgoing, ctx.sender)
+        listed = bool(done.after) and await asyncio.to_thread(
+            _takes_posts, rt.site, s.address, done.after)
+        parts = fanout.slices(store.members_for_delivery(rt.site, s.address),
+                              after=done.after, after_listed=listed)
+        hostname = rt.site.profile.site.hostname
+        put = Paced(self.runner).put if self.runner is not None else self.inject
+        qids: list[str] = []
+        members = 0
+        # the store is read in a thread; routing (not thread-safe) in the event loop,
+        # one slice at a time
+        while (part := await asyncio.to_thread(next, parts, None)) is not None:
+            env = fanout.post_envelope(s, part, rt.resolver, hostname)
+            if not env.recipients:
+                continue
+            qid = await put(env, ctx.outgoing)
+            if record is not None:
+                record.add(s.address, part[-1].address, len(env.recipients), qid)
+            qids.append(qid)
+            members += len(env.recipients)
+        if done.messages:
+            maillog.line(f"list {s.address}: post from <{ctx.sender}> taken up again: "
+                         f"{done.members} members were queued before in {done.messages} "
+                         "messages, not again")
+        if not qids:
+            if not done.messages:
+                maillog.line(f"list {s.address}: post from <{ctx.sender}> has no member to "
+                             "go to")
             return ""
-        qid = await self.inject(env, ctx.outgoing)
-        maillog.line(f"list {s.address}: post from <{ctx.sender}> queued as {qid} for "
-                     f"{len(env.recipients)} members")
-        return qid
+        where = qids[0] if len(qids) == 1 else f"{qids[0]}..{qids[-1]} ({len(qids)} messages)"
+        maillog.line(f"list {s.address}: post from <{ctx.sender}> queued as {where} for "
+                     f"{members} members")
+        return qids[0]
 
     async def approve(self, held_id: int) -> str:
         """A moderator approved a held post: the handlers (not the rules) and fan-out."""
@@ -221,6 +261,12 @@ class ListEngine:
         if env.recipients:
             await self.inject(env, message)
 
+
+
+def _takes_posts(site: Site, list_address: str, address: str) -> bool:
+    """Is ``address`` one of the members ``store.members_for_delivery`` reads?"""
+    m = store.member(site, list_address, address)
+    return m is not None and m.delivery_enabled and m.mode is DeliveryMode.REGULAR
 
 
 def _with_detail(list_address: str, rcpt: str) -> str:

@@ -1,14 +1,23 @@
-"""Fan-out: an accepted post goes into the queue once, as one message with one recipient
-per member (kind ``list-post``), and each member's copy is rendered at delivery time
-(``renderer``): the envelope sender is the member's VERP address, so a bounce names the
-member, and the copy carries the member's own RFC 8058 unsubscribe link. Stored once,
-rendered per member: 10,000 members cost one queue write, not 10,000. Each copy is
-DKIM-signed (the list's domain) and ARC-sealed last, after the member's own headers."""
+"""Fan-out: an accepted post goes into the queue as messages of kind ``list-post`` of at
+most ``ENVELOPE_RECIPIENTS`` members each, and each member's copy is rendered at delivery
+time (``renderer``): the envelope sender is the member's VERP address, so a bounce names
+the member, and the copy carries the member's own RFC 8058 unsubscribe link. Rendered per
+member: 10,000 members cost ten queue writes, not 10,000. Each copy is DKIM-signed (the
+list's domain) and ARC-sealed last, after the member's own headers.
+
+Why envelopes of bounded size (Postfix's recipient limits, Mailman's ``max_recipients``):
+an envelope is read, held and rewritten whole by every delivery round. One envelope for
+a 100,000-member post is some 40 MB of objects in memory and 33 MB of JSON; writing it
+once took 140 MB more, reading it back 190 MB. Envelopes of 1,000 members keep every
+round's work, and what a crash can leave half done, to one envelope's size; the members
+are read from the store a page at a time, in address order, and never held all at once.
+How far the engine got with a post is in its fan-out record (``queue.journal``), so a
+post taken up again after a crash queues only the members not queued before."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from postroom.envelope import Delivery, Envelope
 from postroom.lists import store, tokens
@@ -21,11 +30,13 @@ from postroom.site import Site
 from postroom.types import Render
 
 KIND = "list-post"
+ENVELOPE_RECIPIENTS = 1000  # members per queued message of a post
 
 
 def post_envelope(settings: ListSettings, members: Iterable[Member], resolver: Resolver,
                   hostname: str) -> Envelope:
-    """The queue envelope of one post: a recipient per member with a deliverable route."""
+    """The queue envelope of ``members`` (a slice of the list, ``ENVELOPE_RECIPIENTS`` at
+    most): a recipient per member with a deliverable route."""
     recipients = []
     for m in members:
         routes = resolver.resolve(m.address).routes
@@ -37,6 +48,33 @@ def post_envelope(settings: ListSettings, members: Iterable[Member], resolver: R
     env.list_post = settings.address
     env.arrival = time.time()
     return env
+
+
+def slices(pages: Iterable[list[Member]], *, after: str = "", after_listed: bool = True,
+           size: int = ENVELOPE_RECIPIENTS) -> Iterator[list[Member]]:
+    """The members of ``pages`` (in the store's address order) in slices of ``size``,
+    leaving out those up to ``after`` (queued by an earlier attempt). Each slice is made
+    as the pages are read: a list of any size is never held whole.
+
+    The members up to ``after`` are those the store reads before it, in the database's
+    own collation (PostgreSQL's may not be Python's string order): with ``after_listed``
+    (``after`` is still a member who takes posts) they are skipped until it has been
+    read; else (it left meanwhile) by Python's order, the best guess left."""
+    part: list[Member] = []
+    skipping = bool(after) and after_listed
+    for page in pages:
+        for m in page:
+            if skipping:
+                skipping = m.address != after
+                continue
+            if after and not after_listed and m.address <= after:
+                continue
+            part.append(m)
+            if len(part) == size:
+                yield part
+                part = []
+    if part:
+        yield part
 
 
 class Renderer:

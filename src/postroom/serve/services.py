@@ -57,6 +57,7 @@ class LazyLists:
     def __init__(self, reloader: Reloader) -> None:
         self.reloader = reloader
         self.inject: Callable[[Envelope, bytes], Awaitable[str]] | None = None
+        self.runner: QueueRunner | None = None  # paces big fan-outs (lists.engine)
         self._engine: ListEngine | None = None
         self._renderer: Renderer | None = None
 
@@ -66,7 +67,8 @@ class LazyLists:
 
             assert self.inject is not None
             self._engine = ListEngine(lambda: self.reloader.current, self.inject,
-                                      web_base=self.reloader.current.site.profile.web.base_url)
+                                      web_base=self.reloader.current.site.profile.web.base_url,
+                                      runner=self.runner)
         return self._engine
 
     async def handle(self, envelope: Envelope, message: bytes, list_address: str,
@@ -95,6 +97,7 @@ class DeliveryService:
         self.runner = QueueRunner(reloader, self.spool, {}, scan=scan,
                                   renderers={LIST_POST: self.lists.render})
         self.lists.inject = self.runner.inject
+        self.lists.runner = self.runner
         self.runner.couriers = couriers_for(site, list_handler=self.lists.handle)
         self.task: asyncio.Task[None] | None = None
         self._retired: list[asyncio.Task[None]] = []
