@@ -230,7 +230,7 @@ def big_message(recipients: int, workers: int) -> dict[str, Any]:
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     def med(key: str) -> float:
-        return common.median_of([r[key] or 0 for r in runs])
+        return round(common.median_of([r[key] or 0 for r in runs]), 2)
 
     return {"runs": runs, "accept_median": med("accept_msgs_per_s"),
             "e2e_median": med("e2e_msgs_per_s"), "fsyncs_per_msg": med("fsyncs_per_msg"),
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=0,
-                    help="postroom intake processes (default 0: the server's own, two per core)")
+                    help="postroom intake processes (default 0: the server's own, one per core)")
     ap.add_argument("--skip-postfix", action="store_true")
     ap.add_argument("--only", choices=["accept", "idle", "big"], default=None)
     ap.add_argument("--fsync-delay-ms", type=float, nargs="+", default=[0.0],

@@ -10,7 +10,7 @@ from postroom.cli.options import reports_errors, site_option
 @click.command()
 @site_option
 @click.option("--workers", type=int, default=None,
-              help="Intake processes (default: smtp.workers in the profile, else two per core).")
+              help="Intake processes (default: smtp.workers in the profile, else one per core).")
 @reports_errors
 def serve(site_dir: str | None, workers: int | None) -> None:
     """Serve mail: every listener in the profile, until SIGTERM (which drains first)."""

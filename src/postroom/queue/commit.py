@@ -3,17 +3,20 @@ the group commit of the puts of an event loop, whose fsyncs run beside the loop.
 
 Group commit beside the event loop. ``put`` writes the message and its envelope in the
 event loop's thread (into the page cache: cheap), and one commit thread per process makes
-them durable: each file fsynced, then one fsync of ``msg/``, the renames, one fsync of
-``active/`` for all of them. While the thread waits for the disk the loop goes on reading
-other connections and staging their puts; those are committed together by the next round,
-which starts as soon as the thread is free. So the batch grows by itself with the load and
-with the cost of an fsync, and the CPU keeps working while fsyncs are in flight (the loop
-used to block in them, and on a disk with slow fsyncs the cores sat idle).
+them durable in rounds: every file of the round and ``msg/`` fsynced at once (by a few
+fsync threads, so the file system commits them together), then the renames, then one fsync
+of ``active/``. While a round waits for the disk the loop goes on reading other connections
+and staging their puts; those make the next round, which starts as soon as the thread is
+free. So the batch grows by itself with the load and with the cost of an fsync, and the CPU
+keeps working while fsyncs are in flight (the loop used to block in them, and on a disk with
+slow fsyncs the cores sat idle).
 
-Why one thread taking whole batches, and not a pool taking single puts: the pool's
-hand-overs (each os call releasing and retaking the GIL while the loop wanted it, a future
-per put) cost more than the fsyncs; a batch costs one hand-over each way, and the thread's
-os calls are a handful per message. (Measurements: docs/performance-history.md.)
+Why rounds, and not a pool taking single puts: the pool's hand-overs (each os call
+releasing and retaking the GIL while the loop wanted it, a future per put) cost more than
+the fsyncs; a round costs one hand-over each way. Why the fsyncs of a round in parallel
+and not one after another in the commit thread: on a disk where an fsync takes a
+millisecond, a round of twenty files would take twenty. (Measurements:
+docs/performance.md, "SMTP intake".)
 
 Why ``msg/`` is fsynced before the renames: the envelope in ``active/`` is the commit
 record, so the message it names must be durable before it can appear; why ``active/`` is

@@ -8,7 +8,7 @@ the SMTP layer replies 250 only after that.
 - ``postroom.queue.core``: the state shared by the parts, the spool lock and the
   per-message lock, finding a message's state, moving a bad envelope to ``corrupt/``;
 - ``postroom.queue.commit``: ``put`` and ``put_sync``, and the group commit of the puts of
-  one event-loop pass (why the loop blocks in fsync, and why each directory fsync);
+  one event-loop pass, beside the loop (why rounds, and why each directory fsync);
 - ``postroom.queue.dirsync``: one directory fsync shared by the threads waiting for it;
 - ``postroom.queue.freelist``: spare files reused instead of creating inodes;
 - ``postroom.queue.changes``: update, modify, hold, release, delete;
@@ -21,9 +21,8 @@ parse_envelope, ACTIVE, HOLD, ...) stays importable from here.
 
 Durability in short: the envelope file ``active/ID.env`` (or ``hold/ID.env``) is the commit
 record; the message file is fsynced, then ``msg/``, before the envelope is renamed into
-place, and that directory is fsynced before the call returns. A put blocks the event loop
-in these fsyncs (``postroom.queue.commit``: that is cheaper than handing them to threads),
-so ``postroom serve`` runs several intake processes.
+place, and that directory is fsynced before the call returns. The event loop's puts are
+made durable in rounds by a commit thread while the loop goes on (``postroom.queue.commit``).
 
 Thread safety: every method may be called from any thread; ``put`` and ``aclose`` from the
 thread of the event loop that puts.

@@ -105,7 +105,7 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
               f"{entry['address']}:{entry['port']}", flush=True)
     # Two per core: an intake process blocks in its fsyncs (see postroom.queue.spool), and
     # the other process on that core uses the time.
-    count = workers or p.smtp.workers or 2 * (os.cpu_count() or 1)
+    count = workers or p.smtp.workers or (os.cpu_count() or 1)
     state = "quiescent" if site.quiescent else "accepting mail"
     maillog.event(f"starting: {len(sockets)} listeners, {count} intake processes, {state}")
     print(f"postroom: serving {site.home} with {count} intake process(es), {state}",

@@ -161,7 +161,7 @@ class SmtpSection(_Section):
     forbid_bare_newline: bool = Field(
         True, description="refuse DATA with bare LF line endings, like Postfix's switch")
     sender_must_match_login: bool = True
-    workers: int = Field(0, ge=0, description="intake processes; 0 = two per core")
+    workers: int = Field(0, ge=0, description="intake processes; 0 = one per core")
 
 
 class QueueSection(_Section):
