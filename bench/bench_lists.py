@@ -198,26 +198,6 @@ def post_bytes(list_address: str, serial: int) -> bytes:
             + body).encode()
 
 
-def fsync_p50(directory: Path, count: int = 200) -> dict[str, float]:
-    """Cost of write(4 KiB) + fsync on the file system the sites live on."""
-    buf = os.urandom(4096)
-    times = []
-    path = directory / "fsync-probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for _ in range(count):
-            os.write(fd, buf)
-            t = time.perf_counter()
-            os.fsync(fd)
-            times.append(time.perf_counter() - t)
-    finally:
-        os.close(fd)
-        path.unlink()
-    times.sort()
-    return {"p50_ms": round(times[len(times) // 2] * 1000, 3),
-            "p99_ms": round(times[int(len(times) * 0.99)] * 1000, 3), "n": count}
-
-
 # -- the sink and its -v log --------------------------------------------------------------
 
 
@@ -608,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="postroom-bench-lists-"))
     results: dict[str, Any] = {"argv": sys.argv, "command": " ".join(sys.argv),
                                "started_utc": started, "goals": GOALS}
-    results["fsync"] = fsync_p50(tmp)
+    results["fsync"] = common.fsync_cost(tmp)
     log(f"fsync (4 KiB write + fsync) p50 {results['fsync']['p50_ms']} ms in {tmp}")
     sizes = [int(x) for x in args.sizes.split(",")]
     mm_sizes = [] if args.skip_mailman else [s for s in sizes if s <= args.mailman_members]
