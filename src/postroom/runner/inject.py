@@ -16,7 +16,6 @@ import time
 
 from postroom import control
 from postroom.envelope import Envelope
-from postroom.queue import ids
 from postroom.queue.spool import Spool
 from postroom.runner.runner import QueueRunner
 from postroom.site import Site, SiteHome
@@ -88,18 +87,9 @@ class Paced:
 
     async def put(self, envelope: Envelope, message: bytes) -> str:
         """Queue ``message`` durably; its first attempt comes in its turn."""
-        runner = self.runner
         if len(self._waiting) + len(self._busy()) < self.window:
             return await self._started_now(envelope, message)
-        if not envelope.id:
-            envelope.id = ids.new_id()
-        reserved = runner.claims.reserve(envelope.id)
-        try:
-            qid = await runner.spool.put(envelope, message)
-        except BaseException:
-            if reserved:
-                runner.claims.release(envelope.id)
-            raise
+        qid, _ = await self.runner.put_claimed(envelope, message)
         self._waiting.append(qid)
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._hand_over())

@@ -104,6 +104,13 @@ class QueueRunner:
         """Queue a new message durably and give it its first attempt now, from memory.
         The claim is reserved before the message becomes visible, so no other process
         starts on it meanwhile."""
+        qid, reserved = await self.put_claimed(env, message)
+        self.take(env, message, reserved=reserved)
+        return qid
+
+    async def put_claimed(self, env: Envelope, message: bytes) -> tuple[str, bool]:
+        """Queue a new message durably, its claim reserved first (False: the claim's slot
+        was busy, and the message is read back from disk when its turn comes)."""
         if not env.id:
             env.id = ids.new_id()
         reserved = self.claims.reserve(env.id)
@@ -113,8 +120,7 @@ class QueueRunner:
             if reserved:
                 self.claims.release(env.id)
             raise
-        self.take(env, message, reserved=reserved)
-        return qid
+        return qid, reserved
 
     def take(self, env: Envelope, message: bytes, *, reserved: bool = True) -> None:
         """This process just queued ``env`` (its claim reserved): deliver it now, from
