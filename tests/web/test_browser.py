@@ -85,8 +85,10 @@ def test_a_day_on_the_lists_in_a_browser(web: Web, page) -> None:  # type: ignor
     page.get_by_label("Password").fill(PASSWORD)
     shot(page, "login")
     page.get_by_role("button", name="Log in").click()
-    assert page.url.endswith(f"/admin/lists/{LIST}/held")
-    wait_for(lambda: page.reload() and "Visiting talk" in page.inner_text("main"))
+    held = f"{web.url}/admin/lists/{LIST}/held"
+    page.wait_for_url(held)  # the login's redirect has loaded before the page is polled
+    # goto, not reload: a reload racing the redirect's commit fails with "not attached"
+    wait_for(lambda: page.goto(held) and "Visiting talk" in page.inner_text("main"))
     shot(page, "held")
     page.get_by_role("link", name="Visiting talk").click()
     shot(page, "held-post")
