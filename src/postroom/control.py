@@ -11,6 +11,7 @@ is one JSON line ``{"cmd": NAME, "args": [...]}``; the answer is one JSON line, 
     new ID           a message was queued from outside: try it now
     status           pid, processes, what the server runs with
     run NAME         run periodic task NAME now (postroom.serve.tasks) and report it
+    approve ID       approve held post ID (its fan-out paced by the server's runner)
 """
 
 from __future__ import annotations

@@ -123,8 +123,14 @@ async def test_non_member_post_is_held_then_approved(served: tuple[Path, Server]
     assert list_address == LIST and "non-member" in why
     out = await asyncio.to_thread(ok, "held", "approve", held_id, site=site)
     assert f"{held_id}: approved; queued as" in out
+    # the running server fanned it out (paced like any post), not the command
+    (queued,) = [line for line in (site / "log/mail.log").read_text().splitlines()
+                 if "post from <stranger@example.net> queued as" in line]
+    assert f"postroom[{server.proc.pid}]:" in queued
     await wait_for(lambda: len([m for m in sink.messages if m.rcpt_tos[0] in MEMBERS]) == 3)
     assert "no held posts" in await asyncio.to_thread(ok, "held", "list", site=site)
+    again = await asyncio.to_thread(run, "held", "approve", held_id, site=site)
+    assert again.returncode != 0 and f"no held post {held_id}" in again.stderr
 
 
 async def test_bounce_to_verp_address_raises_the_members_score(

@@ -134,6 +134,18 @@ def test_delete(spool: Spool, root: Path) -> None:
         assert files_under(root / d) == []
 
 
+def test_delete_forgets_the_sent_journal_and_fanout_record(spool: Spool, root: Path) -> None:
+    """``queue delete`` of a post cut short mid fan-out: nothing of it stays in sent/."""
+    qid = spool.put_sync(envelope("d", 3), message("d", 3))
+    (root / "sent").mkdir(exist_ok=True)
+    (root / "sent" / qid).write_text("0\t250 ok\n")
+    (root / "sent" / f"{qid}.fanout").write_text("list@example.org\tm@example.org\t1\tX\n")
+    other = root / "sent" / "OTHER.fanout"
+    other.write_text("")
+    spool.delete(qid)
+    assert sorted(p.name for p in (root / "sent").iterdir()) == ["OTHER.fanout"]
+
+
 def test_deletes_after_delivery_share_a_later_fsync(spool: Spool, root: Path) -> None:
     """A delivered message is gone from the queue when delete returns; the directory
     fsync that makes that survive a power cut runs later in a thread, shared by the

@@ -3,13 +3,11 @@ moderator."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
-    from postroom.envelope import Envelope
     from postroom.runtime import Runtime
 
 from postroom.cli.options import reports_errors, site_option
@@ -62,17 +60,11 @@ def show(site_dir: str | None, held_id: int) -> None:
 @reports_errors
 def approve(site_dir: str | None, held_ids: tuple[int, ...]) -> None:
     """Send the post to the list as if the rules had let it through."""
-    from postroom.lists.engine import ListEngine
-    from postroom.runner.inject import inject
+    from postroom.lists import approval
 
     rt = _runtime(site_dir)
-
-    async def put(env: Envelope, message: bytes) -> str:
-        return await inject(env, message, site=rt.site)
-
-    engine = ListEngine(lambda: rt, put)
     for held_id in held_ids:
-        qid = asyncio.run(engine.approve(held_id))
+        qid = approval.approve(rt, held_id)
         click.echo(f"{held_id}: approved; queued as {qid}" if qid
                    else f"{held_id}: approved; the list has no member to send it to")
 

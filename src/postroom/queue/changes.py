@@ -19,6 +19,7 @@ from collections.abc import Callable
 from postroom.envelope import Envelope
 from postroom.errors import QueueError
 from postroom.queue.core import SpoolCore
+from postroom.queue.journal import FANOUT_SUFFIX, SENT
 from postroom.queue.layout import (
     ACTIVE,
     ENV_SUFFIX,
@@ -114,6 +115,9 @@ class Changing(SpoolCore):
                     self._syncs[state].sync_later()
                 else:
                     self._sync_dirs(state, what=f"{qid}: deleted but")
+                    # a delivered message's runner clears these itself (Journal.clear)
+                    unlink(f"{self._root}/{SENT}/{qid}")
+                    unlink(f"{self._root}/{SENT}/{qid}{FANOUT_SUFFIX}")
             finally:
                 self._pool.give(self._msg(qid))
                 self._pool.give(grave)

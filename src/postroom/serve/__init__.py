@@ -318,7 +318,9 @@ async def _single(reloader: Reloader, sockets: Sockets,
 
         services.append(WebInLoop(reloader, web))
     stopping = asyncio.Event()
-    commands = reloading.commands(reloader, services, delivery.runner, periodic=periodic)
+    commands = reloading.commands(
+        reloader, services, delivery.runner, periodic=periodic,
+        approve=lambda held_id: delivery.lists.engine().approve(held_id))
     services.append(ControlService(reloader, commands))
     services.append(SystemdNotify())  # last: READY=1 once every other service runs
     loop = asyncio.get_running_loop()

@@ -54,6 +54,7 @@ async def master(site_dir: str, sockets: Sockets, count: int, reloader: Reloader
         services.append(WebProcess(site_dir, web, reloader.current.site.profile.web.processes))
     commands = reloading.commands(
         reloader, services, delivery.runner, periodic=periodic,
+        approve=lambda held_id: delivery.lists.engine().approve(held_id),
         status=lambda: {"ok": True, "workers": [p.pid for p in workers.procs]})
     commands["lists"] = _lists_command(reloader, workers, periodic)
     services.insert(1, ControlService(reloader, commands))

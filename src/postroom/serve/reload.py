@@ -10,9 +10,10 @@ names each changed key, split into those now in force and those that need a rest
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from postroom import control, maillog
+from postroom.errors import PostroomError
 from postroom.runner import QueueRunner
 from postroom.runtime import Reloader, changed_keys, needs_restart
 from postroom.serve.periodic import PeriodicService
@@ -51,8 +52,11 @@ def apply(reloader: Reloader, services: Sequence[Service], *,
 def commands(reloader: Reloader, services: Sequence[Service], runner: QueueRunner, *,
              after_reload: Callable[[], None] | None = None,
              status: Callable[[], control.Reply] | None = None,
-             periodic: PeriodicService | None = None) -> dict[str, control.Command]:
-    """The control channel's commands for a server whose delivery runs ``runner``."""
+             periodic: PeriodicService | None = None,
+             approve: Callable[[int], Awaitable[str]] | None = None,
+             ) -> dict[str, control.Command]:
+    """The control channel's commands for a server whose delivery runs ``runner``;
+    ``approve``: its list engine's, for held posts approved from a command or the web."""
 
     def do_reload() -> control.Reply:
         reply = apply(reloader, services)
@@ -85,5 +89,15 @@ def commands(reloader: Reloader, services: Sequence[Service], runner: QueueRunne
             return {"ok": False, "error": f"no periodic task {name!r} (tasks: {known})"}
         return {"ok": True, "task": name, **await periodic.run_now(name)}
 
+    async def approve_held(held_id: str) -> control.Reply:
+        if approve is None:
+            return {"ok": False, "error": "this server runs no list engine"}
+        if not held_id.isdigit():
+            return {"ok": False, "error": f"bad held post id {held_id!r}"}
+        try:
+            return {"ok": True, "queued": await approve(int(held_id))}
+        except PostroomError as e:
+            return {"ok": False, "error": str(e)}
+
     return {"reload": do_reload, "flush": flush, "new": new, "lists": lists,
-            "status": state, "run": run}
+            "status": state, "run": run, "approve": approve_held}

@@ -5,12 +5,9 @@ another list's post by guessing its id."""
 
 from __future__ import annotations
 
-import asyncio
-
-from postroom.envelope import Envelope
 from postroom.errors import PostroomError
+from postroom.lists import approval
 from postroom.lists import held as held_posts
-from postroom.lists.engine import ListEngine
 from postroom.runner.inject import inject_from_command
 from postroom.runtime import Runtime
 
@@ -37,11 +34,7 @@ def decide(rt: Runtime, list_address: str, held_id: int, action: str,
     """Carry out ``action``; what was done, in words."""
     held_of(rt, list_address, held_id)  # on this list, or NotHere
     if action == APPROVE:
-        async def put(env: Envelope, message: bytes) -> str:
-            return await asyncio.to_thread(inject_from_command, env, message, site=rt.site)
-
-        engine = ListEngine(lambda: rt, put, web_base=rt.site.profile.web.base_url)
-        qid = asyncio.run(engine.approve(held_id))
+        qid = approval.approve(rt, held_id)
         return f"approved; queued as {qid}" if qid else \
             "approved; the list has no member to send it to"
     if action in (REJECT, DISCARD):
