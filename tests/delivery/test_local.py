@@ -76,3 +76,14 @@ async def test_file_and_new_directory_are_fsynced(make_site: SiteFactory,
     box = site.mail_dir / "rt"
     assert str(box / "tmp" / path.name) in fsynced  # the data, before the rename
     assert fsynced[-1] == str(box / "new")  # the rename, last, before SENT
+
+
+def test_maildir_names_of_one_second_sort_in_delivery_order(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A reader that lists new/ by name (most do) sees the mail in the order it came."""
+    from postroom.delivery import local
+
+    names = []
+    for now in (1000.05, 1000.5, 1000.999999):
+        monkeypatch.setattr(local.time, "time", lambda now=now: now)
+        names.append(local._unique_name(10))
+    assert sorted(names) == names

@@ -58,7 +58,8 @@ def safe_mailbox_name(name: str) -> bool:
 def _unique_name(size: int) -> str:
     now = time.time()
     host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
-    return (f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
+    # microseconds zero-padded: names of one second sort in the order of delivery
+    return (f"{int(now)}.M{int(now % 1 * 1e6):06d}P{os.getpid()}Q{next(_counter)}.{host}"
             f",S={size}")
 
 
