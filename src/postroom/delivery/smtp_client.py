@@ -23,7 +23,6 @@ policy) for ``idle_timeout`` seconds (``smtp.reuse``); ``aclose`` QUITs them.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from postroom.delivery.mx import Destination, MxResolver, parse_destination
@@ -138,8 +137,7 @@ class SmtpClient:
             job.recipient(pending[0])  # the owner map, built once
         for i, d in enumerate(pending):
             sender, message = job.personal(d)
-            one = Job(dataclasses.replace(job.envelope, sender=sender), message, [d],
-                      job.queue_id)
+            one = Job(job.envelope, message, [d], job.queue_id, sender=sender)
             one._owners = job._owners  # same recipients: never rebuilt per copy
             left += await transactions(session, one, [d], done, 1)
             attempt = done.get(id(d))

@@ -40,6 +40,21 @@ class ReplyReader:
         async with asyncio.timeout(timeout):
             return await self._read()
 
+    async def replies_into(self, out: list[Reply], count: int,
+                           timeout: float | None = None) -> None:
+        """``count`` replies appended to ``out`` as they come (the pipelined commands'),
+        each with ``timeout`` of its own; what came before a failure stays in ``out``.
+        One timer moved on per reply, not one made per reply: a fan-out reads six
+        replies a copy."""
+        if count <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(None if timeout is None else loop.time() + timeout) as t:
+            for _ in range(count):
+                out.append(await self._read())
+                if timeout is not None:
+                    t.reschedule(loop.time() + timeout)
+
     async def _read(self) -> Reply:
         lines: list[bytes] = []
         size = 0

@@ -79,11 +79,16 @@ class Session:
         self.writer.write(data)
 
     async def drain(self) -> None:
+        if not self.writer.transport.get_write_buffer_size():
+            return  # all handed to the kernel: nothing to wait for (a timer saved)
         async with asyncio.timeout(self.timeout):
             await self.writer.drain()
 
     async def reply(self) -> Reply:
         return await self.replies.reply(self.timeout)
+
+    async def replies_into(self, out: list[Reply], count: int) -> None:
+        await self.replies.replies_into(out, count, self.timeout)
 
     async def command(self, *args: bytes) -> Reply:
         self.write(b" ".join(args) + b"\r\n")

@@ -69,8 +69,8 @@ async def pipelined(session: Session, job: Job, chunk: list[Delivery],
     try:
         session.write(b"\r\n".join(commands) + b"\r\n")
         await session.drain()
-        while len(replies) < len(commands):  # RFC 5321 4.5.3.2: a timeout per reply
-            replies.append(await session.reply())
+        # RFC 5321 4.5.3.2: a timeout per reply
+        await session.replies_into(replies, len(commands))
         if reset:
             if replies[0].code != 250:
                 session.close()
