@@ -98,3 +98,23 @@ def test_export_is_for_the_relays_or_a_token(web: Web) -> None:
     r = requests.get(f"{web.url}/export/valid-addresses",
                      headers={"Authorization": f"Bearer {read_only}"}, timeout=30)
     assert r.status_code == 403
+
+
+def test_page_threads_few_with_sqlite_unless_the_profile_says(example_site: Path) -> None:
+    """[web] threads: 0 is 2 threads for the pages with SQLite (see limit_page_threads);
+    a number in the profile is taken as it is."""
+    import asyncio
+
+    import anyio.to_thread
+
+    from postroom import site as site_mod
+    from postroom.web.service import limit_page_threads
+
+    async def tokens(s: site_mod.Site) -> float:
+        limit_page_threads(s)
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    assert asyncio.run(tokens(site_mod.load(example_site))) == 2
+    profile = example_site / "postroom.toml"
+    profile.write_text(profile.read_text().replace("[web]\n", "[web]\nthreads = 7\n", 1))
+    assert asyncio.run(tokens(site_mod.load(example_site))) == 7

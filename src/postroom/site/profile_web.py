@@ -16,6 +16,8 @@ class WebSection(BaseModel):
     port: int = Field(8080, ge=0, le=65535, description="0 = any free port (tests)")
     processes: int = Field(2, ge=1, le=64, description="web processes sharing the "
                            "listener when serve runs intake processes")
+    threads: int = Field(0, ge=0, le=256, description="threads per web process for the "
+                         "pages that read the store; 0 = 2 with SQLite, 16 with PostgreSQL")
     tls: bool = Field(False, description="HTTPS with the site's [tls] certificate")
     base_url: str = Field("", description="the public URL, e.g. https://lists.example.ac.uk; "
                           "used in mail (one-click unsubscribe, confirmation links); "

@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fd", type=int, required=True)
     args = ap.parse_args(argv)
     import uvicorn
+    import uvloop
 
     from postroom.web.app import create_app
-    from postroom.web.service import uvicorn_config
+    from postroom.web.service import limit_page_threads, uvicorn_config
 
     reloader = Reloader(args.site)
     site = reloader.current.site
@@ -34,7 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGHUP, lambda *_: reloader.reload())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides; SIGTERM stops us
     server = uvicorn.Server(uvicorn_config(app, site))
-    server.run(sockets=[sock])
+
+    async def serve() -> None:
+        limit_page_threads(site)
+        await server.serve(sockets=[sock])
+
+    uvloop.run(serve())
 
 
 if __name__ == "__main__":

@@ -59,6 +59,21 @@ def uvicorn_config(app: Any, site: Site, **more: Any) -> Any:
                           server_header=False, timeout_graceful_shutdown=5, **tls, **more)
 
 
+def limit_page_threads(site: Site) -> None:
+    """Threads for the pages (Starlette's pool for sync routes), set in the running loop.
+    Few with SQLite: its driver hands the GIL back and forth at every row, so many
+    threads reading at once mostly wait on each other (a members page at 32 connections
+    served more requests a second with 1-2 threads than with anyio's default of 40).
+    PostgreSQL's threads wait on the network instead, and more of them overlap."""
+    import anyio.to_thread
+
+    from postroom.store.db import store_url
+
+    threads = site.profile.web.threads or (
+        2 if store_url(site).get_backend_name() == "sqlite" else 16)
+    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+
+
 class WebInLoop:
     """The web app served by uvicorn in this process's event loop."""
 
@@ -78,6 +93,7 @@ class WebInLoop:
         site = self.reloader.current.site
         app = create_app(lambda: self.reloader.current, tls=site.profile.web.tls)
         self.server = uvicorn.Server(uvicorn_config(app, site))
+        limit_page_threads(site)
         # _serve, not serve: serve() takes over SIGTERM and SIGINT, which are the
         # master's (uvicorn 0.29-0.54; tests/web/test_service.py starts and stops it)
         self.task = asyncio.ensure_future(self.server._serve(sockets=[self.sock]))
