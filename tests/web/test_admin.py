@@ -140,15 +140,17 @@ def test_held_posts_of_one_list_are_not_reachable_from_another(web: Web) -> None
 
 def test_members_page_search_and_pages(web: Web) -> None:
     lines = "\n".join(f"Person {i:03} <p{i:03}@example.com>" for i in range(150))
-    (web.site / "many.txt").write_text(lines + "\n")
+    (web.site / "many.txt").write_text(lines + "\nTom & <Jerry> <tj@example.com>\n")
     ok("members", "add", LIST, "--file", str(web.site / "many.txt"), site=web.site)
     s = web.login("olive")
     first = web.get(f"/admin/lists/{LIST}/members", s).text
-    assert "152 members" in first and "page 1 of 2" in first
+    assert "153 members" in first and "page 1 of 2" in first
     assert "ann@example.net" in first and "p149@example.com" not in first
     second = web.get(f"/admin/lists/{LIST}/members" + _link(first, "next"), s).text
     shown = re.findall(r"<tr><td>([^<]+@[^<]+)</td>", second)
-    assert shown == [f"p{i:03}@example.com" for i in range(98, 150)]  # the rest, in order
+    assert shown == [f"p{i:03}@example.com" for i in range(98, 150)] + [
+        "tj@example.com"]  # the rest, in order
+    assert "<td>Tom &amp; &lt;Jerry&gt;</td>" in second  # a name is text, never markup
     assert 'rel="next"' not in second
     back = web.get(f"/admin/lists/{LIST}/members" + _link(second, "prev"), s).text
     assert re.findall(r"<tr><td>([^<]+@[^<]+)</td>", back)[:3] == [

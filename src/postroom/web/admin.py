@@ -18,10 +18,12 @@ login and reset needs a session (``deps.page_admin``) and the right role on the 
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from postroom import maillog
@@ -29,6 +31,7 @@ from postroom.errors import PostroomError
 from postroom.lists import held as held_posts
 from postroom.lists import store
 from postroom.lists.listing import page_members
+from postroom.lists.model import Member
 from postroom.lists.settings_text import SETTING_NAMES, parse_settings, show_value
 from postroom.lists.sync import parse_members
 from postroom.store.passwords import check_strength
@@ -195,7 +198,21 @@ def _members(request: Request, address: str, admin: Admin, page: int, q: str,
     listing = page_members(ctx_of(request).site, s.name, s.domain, page, PER_PAGE, q[:200],
                            after=after[:320], before=before[:320], indexed=True)
     return ctx_of(request).render(request, "members.html", status_code=status, s=s,
-                                  listing=listing, q=q, report=report or [])
+                                  listing=listing, rows=member_rows(listing.members), q=q,
+                                  report=report or [])
+
+
+def member_rows(members: list[Member]) -> Markup:
+    """The members table's rows (``<tr>`` each), made here and not in the template: a
+    page of 100 members is 600 cells, and Jinja2's autoescape of each (a Markup object a
+    cell) was a fifth of the page's CPU. Only the address and the name come from outside;
+    each is escaped here."""
+    e = html.escape
+    return Markup("".join(
+        f"<tr><td>{e(m.address)}</td><td>{e(m.display_name)}</td>"
+        f"<td>{'on' if m.delivery_enabled else 'off'}</td>\n<td>{e(m.mode.value)}</td>"
+        f"<td>{'yes' if m.moderated else ''}</td><td class=\"num\">{m.bounce_score}</td></tr>\n"
+        for m in members))
 
 
 @router.get("/lists/{address}/members", response_class=HTMLResponse, include_in_schema=False)
