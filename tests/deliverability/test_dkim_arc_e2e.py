@@ -128,9 +128,14 @@ async def test_submission_and_local_submission_are_signed(
         assert dkim.verify(m.content, dnsfunc=verifier(dns_server).dkimpy), m.rcpt_tos
 
 
+@pytest.mark.parametrize("base_url", ["", "https://lists.inf.example.ac.uk"])
 async def test_list_post_is_signed_and_arc_sealed(
-        example_site: Path, sink: Sink, dns_server: ThreadedDns, published: list[str]) -> None:
-    prepare(example_site, sink.port)
+        example_site: Path, sink: Sink, dns_server: ThreadedDns, published: list[str],
+        base_url: str) -> None:
+    """One ARC set for the post, a DKIM signature per copy: with a web base each copy
+    has the member's own one-click link, and the signature covers it (RFC 8058)."""
+    prepare(example_site, sink.port,
+            extra=f'\n[web]\nbase_url = "{base_url}"\n' if base_url else "")
     keygen(example_site, SITE_DOMAIN, "t2", "rsa", dns_server, published)
     ok("db", "upgrade", site=example_site)
     ok("lists", "create", LIST, "--owner", "owner@example.net", site=example_site)
@@ -156,6 +161,16 @@ async def test_list_post_is_signed_and_arc_sealed(
         assert "i=1" in str(msg["ARC-Seal"]) and "cv=none" in str(msg["ARC-Seal"])
         aar = str(msg["ARC-Authentication-Results"])
         assert "mail.inf.example.ac.uk" in aar and "dkim=none" in aar
+        signed = str(msg["DKIM-Signature"]).replace(" ", "").replace("\n", "").lower()
+        assert "list-unsubscribe" in signed.split("h=")[1].split(";")[0]
+        if base_url:
+            assert "list-unsubscribe-post" in signed.split("h=")[1].split(";")[0]
+    unsubscribe = {str(email.message_from_bytes(m.content, policy=email.policy.default)
+                       ["List-Unsubscribe"]) for m in sink.messages}
+    assert len(unsubscribe) == (2 if base_url else 1)  # each member's own link
+    seals = {str(email.message_from_bytes(m.content, policy=email.policy.default)["ARC-Seal"])
+             for m in sink.messages}
+    assert len(seals) == 1  # sealed once for both copies
 
 
 async def test_forwarded_signed_mail_is_sealed_with_dkim_pass(

@@ -1,7 +1,8 @@
 """The message as it leaves for another domain, for one site:
 
     ours (submission, local, lists, notices)   DKIM-signed for the From domain (or the
-                                               list's); a list copy is ARC-sealed too
+                                               list's); a list post is ARC-sealed too,
+                                               once for all its copies (lists.fanout)
     someone else's, forwarded                  our Authentication-Results, then sealed
 
 ``stamp`` writes our Authentication-Results before anything changes the message (the
@@ -67,10 +68,6 @@ class Outgoing:
     def forwarded(self, message: bytes) -> bytes:
         """Someone else's mail going on to another domain: assessed, then sealed."""
         return self.seal(self.stamp(message)) if self.sealing else message
-
-    def list_copy(self, message: bytes, list_domain: str) -> bytes:
-        """One member's copy of a list post, after its last header change."""
-        return self.seal(self.sign(message, list_domain))
 
 
 _CACHE: weakref.WeakKeyDictionary[Site, Outgoing] = weakref.WeakKeyDictionary()
