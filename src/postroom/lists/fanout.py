@@ -107,20 +107,22 @@ class Renderer:
         secret = target.secret.encode()
         links = UnsubscribeLinks.for_list(settings, self.web_base)
         outgoing = outgoing_for(self.site())
-        common = outgoing.seal(message)
-        if not links.web_base:  # no member's own headers: every copy is the same
-            copy = outgoing.sign(common, settings.domain)
+        made: list[bytes] = []  # sealed (and, copies all alike, signed) at the first copy
 
-            def same(d: Delivery) -> tuple[str, bytes]:
-                return tokens.verp_sender(settings.name, settings.domain, d.address), copy
-
-            return same
+        def common() -> bytes:
+            if not made:  # two threads at once would make the same bytes
+                sealed = outgoing.seal(message)
+                made.append(sealed if links.web_base else
+                            outgoing.sign(sealed, settings.domain))
+            return made[0]
 
         def render(d: Delivery) -> tuple[str, bytes]:
             member = d.address
+            sender = tokens.verp_sender(settings.name, settings.domain, member)
+            if not links.web_base:  # no member's own headers: every copy is the same
+                return sender, common()
             token = tokens.unsubscribe_token(secret, settings.list_id, member)
-            return (tokens.verp_sender(settings.name, settings.domain, member),
-                    outgoing.sign(personalise(common, member, token, links),
-                                  settings.domain))
+            return sender, outgoing.sign(personalise(common(), member, token, links),
+                                         settings.domain)
 
         return render
