@@ -77,3 +77,27 @@ async def test_each_reply_has_its_own_timeout() -> None:
     assert (await reader.reply(0.01)).code == 250
     with pytest.raises(TimeoutError):
         await reader.reply(0.01)
+
+
+async def test_a_group_of_replies_has_a_timeout_per_reply_not_one_for_all() -> None:
+    """Three replies 0.06 s apart under a 0.1 s timeout: each came in time, so none times
+    out although the group took longer; then a reply that does not come in 0.1 s does,
+    and the replies read before it are kept."""
+    stream = asyncio.StreamReader()
+    reader = ReplyReader(stream)
+
+    async def trickle() -> None:
+        for line in (b"250 a\r\n", b"250 b\r\n", b"354 c\r\n"):
+            await asyncio.sleep(0.06)
+            stream.feed_data(line)
+
+    feeding = asyncio.ensure_future(trickle())
+    got: list = []  # type: ignore[type-arg]
+    await reader.replies_into(got, 3, 0.1)
+    await feeding
+    assert [r.code for r in got] == [250, 250, 354]
+    stream.feed_data(b"250 d\r\n")
+    more: list = []  # type: ignore[type-arg]
+    with pytest.raises(TimeoutError):
+        await reader.replies_into(more, 2, 0.1)
+    assert [r.code for r in more] == [250]

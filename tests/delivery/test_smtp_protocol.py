@@ -45,6 +45,7 @@ class Peer:
         self.final = final
         self.drop_in_data = drop_in_data
         self.chunks: list[bytes] = []
+        self.data_chunks: list[bytes] = []  # its reads after a 354
         self.commands: list[bytes] = []
         self.messages: list[bytes] = []
         self.partial = b""
@@ -87,6 +88,7 @@ class Peer:
                         more = await reader.read(65536)
                         if not more:
                             return
+                        self.data_chunks.append(more)
                         buf += more
                         if self.drop_in_data:
                             self.partial = buf
@@ -227,3 +229,72 @@ async def test_idle_session_that_the_server_ends_is_not_reused(
         await client.aclose()
     assert b.outcome is Outcome.SENT, b.text
     assert peer.connections == 2 and len(peer.messages) == 2
+
+
+def personalised(port: int, users: list[str]):  # type: ignore[no-untyped-def]
+    """A list post's job: each recipient gets a copy of their own, with their own sender."""
+    job = make_job("esmtp", f"[127.0.0.1]:{port}", users)
+    job.render = lambda d: (f"list-bounces+{d.user.split('@')[0]}@example.test",
+                            MESSAGE.replace(b"\r\n\r\n", f"\r\nX-Member: {d.user}\r\n\r\n".encode(),
+                                            1))
+    return job
+
+
+async def deliver_copies(peer: Peer, servers: list[asyncio.Server], dns: DnsServer,
+                         users: list[str]) -> list[Attempt]:
+    port = await listen(peer, servers)
+    client = smtp_client(dns)
+    try:
+        job = personalised(port, users)
+        return await client.deliver(job, parse_destination(job.host),
+                                    Policy(port=port, tls="never"))
+    finally:
+        await client.aclose()
+
+
+async def test_personalised_copies_send_each_end_with_the_next_transaction(
+        dns: DnsServer, serve: list[asyncio.Server]) -> None:
+    """RFC 2920 3.1: a copy's end, then the next copy's MAIL, RCPT and DATA, in one write:
+    one round trip a copy."""
+    peer = Peer(pipelining=True)
+    users = ["a@example.test", "b@example.test", "c@example.test"]
+    attempts = await deliver_copies(peer, serve, dns, users)
+    assert [a.outcome for a in attempts] == [Outcome.SENT] * 3
+    assert [m.split(b"X-Member: ")[1].split(b"\r\n")[0].decode() for m in peer.messages] == users
+    senders = [c for c in peer.commands if c.startswith(b"MAIL")]
+    assert [s.split(b">")[0] for s in senders] == [
+        b"MAIL FROM:<list-bounces+a@example.test", b"MAIL FROM:<list-bounces+b@example.test",
+        b"MAIL FROM:<list-bounces+c@example.test"]
+    chained = [c for c in peer.data_chunks if b"\r\n.\r\nMAIL FROM:" in c]
+    assert len(chained) == 2  # the ends of the first two copies
+    assert b"RSET" not in peer.commands
+
+
+async def test_a_refused_copy_breaks_the_chain_and_the_next_starts_with_rset(
+        dns: DnsServer, serve: list[asyncio.Server]) -> None:
+    peer = Peer(pipelining=True, rcpt={b"b@example.test": b"550 5.1.1 No such user\r\n"})
+    attempts = await deliver_copies(peer, serve, dns,
+                                    ["a@example.test", "b@example.test", "c@example.test"])
+    assert [(a.outcome, a.code) for a in attempts] == [
+        (Outcome.SENT, 250), (Outcome.FAILED, 550), (Outcome.SENT, 250)]
+    assert len(peer.messages) == 2
+    verbs = [c.split(b" ", 1)[0].split(b":", 1)[0] for c in peer.commands]
+    # b's transaction was left open (its MAIL accepted): c's begins with RSET
+    assert verbs == [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"MAIL", b"RCPT", b"DATA",
+                     b"RSET", b"MAIL", b"RCPT", b"DATA", b"QUIT"]
+
+
+async def test_a_server_gone_after_a_copy_defers_the_copy_sent_ahead(
+        dns: DnsServer, serve: list[asyncio.Server]) -> None:
+    """The server says 421 and hangs up after the first copy, with the second copy's
+    commands already sent: that copy is deferred, never counted sent; the third goes on
+    a new connection."""
+    peer = Peer(pipelining=True, idle_421=True)
+    attempts = await deliver_copies(peer, serve, dns,
+                                    ["a@example.test", "b@example.test", "c@example.test"])
+    assert attempts[0].outcome is Outcome.SENT
+    assert attempts[1].outcome is Outcome.DEFERRED and attempts[1].code in (421, 451)
+    sent = [u for u, a in zip(["a", "b", "c"], attempts, strict=True)
+            if a.outcome is Outcome.SENT]
+    got = [m.split(b"X-Member: ")[1].split(b"@")[0].decode() for m in peer.messages]
+    assert sent == got  # every copy counted sent is one the server has, and only those

@@ -31,7 +31,13 @@ from postroom.delivery.smtp.connect import Connector, Target, targets
 from postroom.delivery.smtp.policy import Policy, TlsMode
 from postroom.delivery.smtp.reuse import SessionCache
 from postroom.delivery.smtp.session import Session
-from postroom.delivery.smtp.transaction import transactions
+from postroom.delivery.smtp.transaction import (
+    Group,
+    check_message,
+    group,
+    send_group,
+    transactions,
+)
 from postroom.delivery.smtp.trouble import (
     Interrupted,
     TargetFailed,
@@ -132,24 +138,67 @@ class SmtpClient:
                     if attempt is not None and attempt.outcome is Outcome.SENT:
                         job.progress(d, attempt.reply)
             return unsent
-        left: list[Delivery] = []
         if pending:
             job.recipient(pending[0])  # the owner map, built once
+        if session.supports("pipelining"):
+            return await _chained(session, job, pending, done)
+        left: list[Delivery] = []
         for i, d in enumerate(pending):
-            sender, message = job.personal(d)
-            one = Job(job.envelope, message, [d], job.queue_id, sender=sender)
-            one._owners = job._owners  # same recipients: never rebuilt per copy
-            left += await transactions(session, one, [d], done, 1)
-            attempt = done.get(id(d))
-            if job.progress is not None and attempt is not None \
-                    and attempt.outcome is Outcome.SENT:
-                job.progress(d, attempt.reply)
+            left += await transactions(session, _copy(job, d), [d], done, 1)
+            _progress(job, d, done)
             if not session.alive:
                 return left + pending[i + 1:]
         return left
 
     async def aclose(self) -> None:
         await self.cache.aclose()
+
+
+def _copy(job: Job, d: Delivery) -> Job:
+    """The job of one personalised copy: its own sender and bytes."""
+    sender, message = job.personal(d)
+    one = Job(job.envelope, message, [d], job.queue_id, sender=sender)
+    one._owners = job._owners  # same recipients: never rebuilt per copy
+    return one
+
+
+def _progress(job: Job, d: Delivery, done: dict[int, Attempt]) -> None:
+    attempt = done.get(id(d))
+    if job.progress is not None and attempt is not None and attempt.outcome is Outcome.SENT:
+        job.progress(d, attempt.reply)
+
+
+async def _chained(session: Session, job: Job, pending: list[Delivery],
+                   done: dict[int, Attempt]) -> list[Delivery]:
+    """A transaction per copy on a PIPELINING server, each copy's end written with the
+    next copy's commands (``transaction.send_group``'s ``then``); returns the deliveries
+    left when the connection died."""
+
+    def prepared(d: Delivery, reset: bool) -> Group | None:
+        one = _copy(job, d)
+        check_message(session, one)  # as transactions() does: the message's own limits
+        return group(session, one, [d], done, reset=reset)
+
+    ahead: Group | None = None  # written with the last copy's end, not answered yet
+    for i, d in enumerate(pending):
+        g = ahead if ahead is not None else prepared(d, session.open_transaction)
+        written, ahead = ahead is not None, None
+        then = None
+        if g is not None and i + 1 < len(pending):
+            try:
+                then = prepared(pending[i + 1], False)
+            except DeliveryError:
+                then = None  # refused in its own turn
+        try:
+            if g is not None and await send_group(session, g, done, written=written,
+                                                  then=then):
+                ahead = then
+        finally:
+            session.transactions += 1
+        _progress(job, d, done)
+        if not session.alive:
+            return pending[i + 1:]
+    return []
 
 
 def destination_of(job: Job) -> Destination | str:

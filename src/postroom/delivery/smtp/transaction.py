@@ -5,9 +5,12 @@
     DATA         its reply applies to every accepted recipient of the transaction
 
 With PIPELINING offered (RFC 2920) a transaction is two writes: RSET if needed, MAIL,
-every RCPT and DATA together; then the message. Otherwise one command at a time. Either
-way each reply counts for the recipient it answers, also when the connection is lost
-after some of them; RSET only after a transaction that was left open (RFC 5321 4.1.4).
+every RCPT and DATA together; then the message. Transactions in a row on one connection
+(a list post's personalised copies) write each message's end together with the next
+transaction's MAIL, RCPT and DATA: one write and one wait a copy. Without PIPELINING, one
+command at a time. Either way each reply counts for the recipient it answers, also when
+the connection is lost after some of them; RSET only after a transaction that was left
+open (RFC 5321 4.1.4).
 
 A message that needs SMTPUTF8 is FAILED ``5.6.7`` by a server without it; one larger than
 the server's SIZE is FAILED ``5.3.4``. An 8-bit message goes to a server without 8BITMIME
@@ -17,6 +20,7 @@ unchanged (as Postfix does).
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from postroom.delivery.smtp.chat import Disconnected, Reply, data_block
 from postroom.delivery.smtp.session import Session
@@ -32,14 +36,7 @@ async def transactions(session: Session, job: Job, pending: list[Delivery],
                        done: dict[int, Attempt], batch: int) -> list[Delivery]:
     """Run transactions of ``batch`` recipients for ``pending``; return those left when the
     connection died."""
-    remote = session.remote
-    if job.envelope.smtputf8 and not session.supports("smtputf8"):
-        raise PermanentFailure(550, "5.6.7", f"{remote} does not support SMTPUTF8, which "
-                               "this message needs", remote=remote)
-    limit = session.features.get("size", "")
-    if limit.isdigit() and 0 < int(limit) < len(job.message):
-        raise PermanentFailure(552, "5.3.4", f"message size {len(job.message)} exceeds "
-                               f"the limit {limit} of {remote}", remote=remote)
+    check_message(session, job)
     mail_args = _mail_args(session, job)
     run = pipelined if session.supports("pipelining") else lock_step
     remaining = list(pending)
@@ -54,23 +51,67 @@ async def transactions(session: Session, job: Job, pending: list[Delivery],
     return []
 
 
+def check_message(session: Session, job: Job) -> None:
+    """PermanentFailure for what the server cannot take of the whole message."""
+    remote = session.remote
+    if job.envelope.smtputf8 and not session.supports("smtputf8"):
+        raise PermanentFailure(550, "5.6.7", f"{remote} does not support SMTPUTF8, which "
+                               "this message needs", remote=remote)
+    limit = session.features.get("size", "")
+    if limit.isdigit() and 0 < int(limit) < len(job.message):
+        raise PermanentFailure(552, "5.3.4", f"message size {len(job.message)} exceeds "
+                               f"the limit {limit} of {remote}", remote=remote)
+
+
+class Group(NamedTuple):
+    """One transaction's commands, to be written at once: RSET first when the last
+    transaction was left open, MAIL, every RCPT, DATA."""
+
+    job: Job
+    rcpts: list[tuple[Delivery, bytes]]
+    commands: list[bytes]
+    reset: int
+
+
+def group(session: Session, job: Job, chunk: list[Delivery], done: dict[int, Attempt], *,
+          reset: bool, mail_args: list[bytes] | None = None) -> Group | None:
+    """The transaction of ``chunk``; None when none of them can be sent (each refused one
+    is in ``done``)."""
+    mail, rcpts = _commands(session, job, chunk,
+                            mail_args if mail_args is not None else _mail_args(session, job),
+                            done)
+    if not rcpts:
+        return None
+    r = int(reset)
+    return Group(job, rcpts, [b"RSET"] * r + [mail] + [c for _, c in rcpts] + [b"DATA"], r)
+
+
 async def pipelined(session: Session, job: Job, chunk: list[Delivery],
                     mail_args: list[bytes], done: dict[int, Attempt]) -> None:
     """One transaction in two writes, for servers that offer PIPELINING."""
+    g = group(session, job, chunk, done, reset=session.open_transaction, mail_args=mail_args)
+    if g is not None:
+        await send_group(session, g, done)
+
+
+async def send_group(session: Session, g: Group, done: dict[int, Attempt], *,
+                     written: bool = False, then: Group | None = None) -> bool:
+    """Run transaction ``g`` on a PIPELINING server. ``written``: its commands went out
+    already, with the last message's end. ``then``: the next transaction (no RSET: a
+    message's end closes the transaction), written with this message's end when there is
+    one to send (RFC 2920 3.1: message content may begin a group), so that a run of
+    transactions costs one write and one wait each; returns True if it was."""
     remote = session.remote
-    mail, rcpts = _commands(session, job, chunk, mail_args, done)
-    if not rcpts:
-        return
-    reset = int(session.open_transaction)
-    commands = [b"RSET"] * reset + [mail] + [c for _, c in rcpts] + [b"DATA"]
     replies: list[Reply] = []
     accepted: list[Delivery] = []
+    reset = g.reset
     stage = "MAIL FROM"
     try:
-        session.write(b"\r\n".join(commands) + b"\r\n")
-        await session.drain()
+        if not written:
+            session.write(b"\r\n".join(g.commands) + b"\r\n")
+            await session.drain()
         # RFC 5321 4.5.3.2: a timeout per reply
-        await session.replies_into(replies, len(commands))
+        await session.replies_into(replies, len(g.commands))
         if reset:
             if replies[0].code != 250:
                 session.close()
@@ -78,21 +119,25 @@ async def pipelined(session: Session, job: Job, chunk: list[Delivery],
                     451, "4.4.2", f"{remote} refused RSET: {replies[0].code} "
                     f"{replies[0].message}", remote=remote))
             session.open_transaction = False
-        accepted = _judge(session, replies[reset:], rcpts, done)
+        accepted = _judge(session, replies[reset:], g.rcpts, done)
         data = replies[-1]
         if data.code == 354 and not accepted:
             # a server out of step with us (it should have said 503): sending the
             # ending could make it deliver an empty message
             session.close()
-            return
+            return False
         if not accepted:
-            return
+            return False
         if data.code != 354:
             for d in accepted:
                 done[id(d)] = attempt(d, data, session)
-            return
+            return False
         stage = "message"
-        session.write(data_block(job.message))
+        block = data_block(g.job.message)
+        if then is not None:
+            assert then.reset == 0
+            block += b"\r\n".join(then.commands) + b"\r\n"
+        session.write(block)
         await session.drain()
         final = await session.reply()
         session.open_transaction = False
@@ -101,14 +146,15 @@ async def pipelined(session: Session, job: Job, chunk: list[Delivery],
         why = "no reply in time" if isinstance(e, TimeoutError) else reason(e)
         if stage == "message":
             lost_in_message(accepted, session, why, done)
-            return
+            return False
         if replies[reset:]:  # what was answered before the loss stands
-            _judge(session, replies[reset:], rcpts, done)
+            _judge(session, replies[reset:], g.rcpts, done)
         if len(replies) > reset:
             stage = "RCPT TO"
         raise lost(session, stage, why) from None
     for d in accepted:
         done[id(d)] = attempt(d, final, session)
+    return then is not None
 
 
 def _commands(session: Session, job: Job, chunk: list[Delivery], mail_args: list[bytes],
