@@ -5,6 +5,7 @@ only when every file is good."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class Reloader:
         self.home = home
         self.current = build(home)
         self.last_error: str | None = None
+        self.on_lists: list[Callable[[], None]] = []  # called when the lists changed
 
     def reload(self) -> bool:
         from postroom.errors import PostroomError
@@ -73,6 +75,8 @@ class Reloader:
         profile and maps in force."""
         rt = self.current
         self.current = Runtime(rt.site, rt.maps, Resolver(rt.site, rt.maps, list_source(rt.site)))
+        for changed in self.on_lists:
+            changed()
 
 
 # Keys a running server cannot change without a restart: the sockets it listens on, how

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postroom.delivery.pipelining import Disconnected, ReplyReader, data_block
+from postroom.delivery.smtp.chat import DataBlocks
 
 lines = st.lists(st.sampled_from([b"", b".", b"..", b".x", b"x", b"From x", b"a\rb", b"a\nb",
                                   b"\xff", b"."]), max_size=12)
@@ -27,6 +28,21 @@ def test_data_block_is_what_aiosmtplib_sends(parts: list[bytes], eol: bytes) -> 
 
 def test_data_block_ends_an_unterminated_last_line() -> None:
     assert data_block(b"Subject: x\r\n\r\n.last") == b"Subject: x\r\n\r\n..last\r\n.\r\n"
+
+
+@given(st.lists(st.tuples(lines, lines), min_size=1, max_size=4),
+       st.sampled_from([b"\r\n", b"\n", b"\r"]))
+def test_data_blocks_of_copies_that_end_alike_are_data_block(
+        copies: list[tuple[list[bytes], list[bytes]]], eol: bytes) -> None:
+    """The header made ready per copy and the body once give the same bytes, whatever
+    the line ends and dots, for copies that share a body and for those that do not."""
+    blocks = DataBlocks()
+    body = eol.join(copies[0][1])
+    for head, own_body in copies:
+        for b in (body, eol.join(own_body)):
+            message = eol.join(head) + b"\r\n\r\n" + b
+            assert blocks(message) == data_block(message)
+    assert blocks(b"no header end") == data_block(b"no header end")
 
 
 def _fed(*chunks: bytes, eof: bool = False) -> ReplyReader:
@@ -47,6 +63,14 @@ async def test_replies_split_anywhere_come_out_in_order() -> None:
         assert [(r.code, r.message) for r in got] == [
             (250, "2.1.0 Ok"), (250, "first line\nsecond\nlast"),
             (550, "5.1.1 No such user"), (354, "Go ahead")]
+
+
+async def test_lines_read_ahead_of_the_replies_asked_for_are_pending() -> None:
+    reader = _fed(b"250 2.0.0 queued\r\n250 2.0.0 unasked\r\n")
+    assert (await reader.reply()).message == "2.0.0 queued"
+    assert reader.pending
+    assert (await reader.reply()).message == "2.0.0 unasked"
+    assert not reader.pending
 
 
 async def test_lost_connection_ends_the_wait() -> None:

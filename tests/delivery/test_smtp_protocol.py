@@ -298,3 +298,55 @@ async def test_a_server_gone_after_a_copy_defers_the_copy_sent_ahead(
             if a.outcome is Outcome.SENT]
     got = [m.split(b"X-Member: ")[1].split(b"@")[0].decode() for m in peer.messages]
     assert sent == got  # every copy counted sent is one the server has, and only those
+
+
+async def test_a_session_with_a_reply_nobody_asked_for_is_not_reused(
+        dns: DnsServer, serve: list[asyncio.Server]) -> None:
+    """The server answers the message's end with one reply too many: the client has read
+    it with the real one, and a session out of step is closed, not kept for the next
+    message (whose MAIL would be answered by the stray reply)."""
+    peer = Peer(pipelining=True, final=b"250 2.0.0 queued as S1\r\n250 2.0.0 unasked\r\n")
+    port = await listen(peer, serve)
+    client = smtp_client(dns)
+    try:
+        [a] = await send(client, port, ["a@example.test"])
+        [b] = await send(client, port, ["b@example.test"])
+    finally:
+        await client.aclose()
+    assert (a.outcome, b.outcome) == (Outcome.SENT, Outcome.SENT)
+    assert "queued as S1" in a.text and "unasked" not in b.text
+    assert peer.connections == 2
+
+
+async def test_more_than_the_220_to_starttls_fails_the_tls(
+        dns: DnsServer, serve: list[asyncio.Server]) -> None:
+    """Lines after the 220 that came before the handshake could be injected by a man in
+    the middle and would be read as if sent under TLS: the client gives up on the
+    session (with TLS required, the message is deferred and says why)."""
+    commands: list[bytes] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 peer.test ESMTP\r\n")
+        while line := await reader.readline():
+            commands.append(line.strip())
+            if line.upper().startswith(b"EHLO"):
+                writer.write(b"250-peer.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+            elif line.upper().startswith(b"STARTTLS"):
+                writer.write(b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n")
+            else:
+                writer.write(b"250 2.0.0 Ok\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    serve.append(server)
+    port = server.sockets[0].getsockname()[1]
+    client = smtp_client(dns)
+    try:
+        job = make_job("esmtp", f"[127.0.0.1]:{port}", ["a@example.test"])
+        [a] = await client.deliver(job, parse_destination(job.host),
+                                   Policy(port=port, tls="required"))
+    finally:
+        await client.aclose()
+    assert a.outcome is Outcome.DEFERRED
+    assert "sent more than its 220 reply to STARTTLS" in a.text
+    assert not any(c.startswith(b"MAIL") for c in commands)

@@ -207,6 +207,9 @@ class FakeLists:
             return f"{local}@lists.dept.example"
         return None
 
+    def __len__(self) -> int:
+        return 1
+
 
 def test_lists_are_one_more_source(tmp_path: Path) -> None:
     rt = make_site(tmp_path, aliases_extra="postie: team\n")

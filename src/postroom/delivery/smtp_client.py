@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 
 from postroom.delivery.mx import Destination, MxResolver, parse_destination
-from postroom.delivery.smtp.chat import parse_reply
+from postroom.delivery.smtp.chat import DataBlocks, parse_reply
 from postroom.delivery.smtp.connect import Connector, Target, targets
 from postroom.delivery.smtp.policy import Policy, TlsMode
 from postroom.delivery.smtp.reuse import SessionCache
@@ -180,6 +180,7 @@ async def _chained(session: Session, job: Job, pending: list[Delivery],
         return group(session, one, [d], done, reset=reset)
 
     ahead: Group | None = None  # written with the last copy's end, not answered yet
+    blocks = DataBlocks()  # the copies differ in their header only
     for i, d in enumerate(pending):
         g = ahead if ahead is not None else prepared(d, session.open_transaction)
         written, ahead = ahead is not None, None
@@ -191,7 +192,7 @@ async def _chained(session: Session, job: Job, pending: list[Delivery],
                 then = None  # refused in its own turn
         try:
             if g is not None and await send_group(session, g, done, written=written,
-                                                  then=then):
+                                                  then=then, blocks=blocks):
                 ahead = then
         finally:
             session.transactions += 1

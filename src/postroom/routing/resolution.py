@@ -16,10 +16,17 @@ class ListSource(Protocol):
 
     def lookup(self, local: str, domain: str) -> str | None: ...
 
+    def __len__(self) -> int:
+        """How many lists there are."""
+        ...
+
 
 class NoLists:
     def lookup(self, local: str, domain: str) -> str | None:
         return None
+
+    def __len__(self) -> int:
+        return 0
 
 
 @dataclass(slots=True)

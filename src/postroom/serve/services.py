@@ -12,6 +12,8 @@ attempt of what it took in. With one process (``--workers 1``) all three run tog
 from __future__ import annotations
 
 import asyncio
+import importlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
@@ -45,14 +47,21 @@ class Service(Protocol):
         """Apply a new runtime (already in force in the reloader) to what is running."""
 
 
+log = logging.getLogger(__name__)
+
 LIST_POST = "list-post"  # postroom.lists.fanout.KIND, without importing the engine
+# a process of a site with lists imports the engine this long after it starts, in a
+# thread: by then a restarted process is taking mail again
+WARM_AFTER = 1.0
 
 
 class LazyLists:
     """The list engine behind the list courier and the renderer of list posts, imported
     on the first list message: most processes of a server never see one, and the engine's
     imports (the store, the email and DNS code) would slow every intake process's start,
-    which is what a restart after a crash waits for."""
+    which is what a restart after a crash waits for. A site that has lists gets the
+    engine imported soon after the start instead (``warm``), in a thread: else the first
+    post that each process takes waits for the import."""
 
     def __init__(self, reloader: Reloader) -> None:
         self.reloader = reloader
@@ -60,6 +69,17 @@ class LazyLists:
         self.runner: QueueRunner | None = None  # paces big fan-outs (lists.engine)
         self._engine: ListEngine | None = None
         self._renderer: Renderer | None = None
+
+    async def warm(self, delay: float = WARM_AFTER) -> None:
+        """Import the engine ``delay`` seconds from now if the site has any list."""
+        await asyncio.sleep(delay)
+        if self._engine is not None or not len(self.reloader.current.resolver.lists):
+            return
+        try:
+            for module in ("postroom.lists.engine", "postroom.lists.fanout"):
+                await asyncio.to_thread(importlib.import_module, module)
+        except Exception:  # the first list message imports it again, and says why
+            log.exception("importing the list engine failed")
 
     def engine(self) -> ListEngine:
         if self._engine is None:
@@ -98,14 +118,19 @@ class DeliveryService:
                                   renderers={LIST_POST: self.lists.render})
         self.lists.inject = self.runner.inject
         self.lists.runner = self.runner
+        reloader.on_lists.append(self._lists_changed)
         self.runner.couriers = couriers_for(site, list_handler=self.lists.handle)
         self.task: asyncio.Task[None] | None = None
         self._retired: list[asyncio.Task[None]] = []
+        self._warming: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.task = asyncio.ensure_future(self.runner.run())
+        self._warming = asyncio.ensure_future(self.lists.warm())
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         await self.runner.stop()
         if self.task is not None:
             await self.task
@@ -113,8 +138,14 @@ class DeliveryService:
         await aclose_all(self.runner.couriers)
         await self.spool.aclose()
 
+    def _lists_changed(self) -> None:
+        """The first list may be new: warm the engine now."""
+        if self.task is not None and (self._warming is None or self._warming.done()):
+            self._warming = asyncio.ensure_future(self.lists.warm(0.0))
+
     def reload(self, old: Runtime, new: Runtime) -> None:
         self.runner.reload()
+        self._lists_changed()
         if any(k.startswith(_COURIER_SECTIONS) for k in changed_keys(old.site, new.site)):
             retired, self.runner.couriers = self.runner.couriers, couriers_for(
                 new.site, list_handler=self.lists.handle)

@@ -51,6 +51,9 @@ async def starttls(session: Session, hostname: str, mode: TlsMode, policy: Polic
             raise fail("4.7.5", f"{remote} refused STARTTLS: {reply.code} {reply.message}",
                        remote)
         return  # opportunistic: carry on in plain text on this connection
+    if session.replies.pending:  # said more than 220 before TLS: it could be injected
+        session.close()
+        raise fail("4.7.5", f"{remote} sent more than its 220 reply to STARTTLS", remote)
     try:
         async with asyncio.timeout(session.timeout):
             await session.writer.start_tls(context, server_hostname=sni)

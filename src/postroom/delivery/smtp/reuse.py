@@ -44,7 +44,7 @@ class SessionCache:
 
     async def put(self, key: Key, session: Session) -> None:
         idle = self._idle.setdefault(key, [])
-        if (self.idle_timeout <= 0 or len(idle) >= self.max_idle
+        if (self.idle_timeout <= 0 or len(idle) >= self.max_idle or session.replies.pending
                 or time.monotonic() - session.opened >= self.max_age):
             await self.close(session)
             return
@@ -83,7 +83,8 @@ class SessionCache:
 
 
 async def _watch(session: Session) -> None:
-    """Wait for the idle server to say anything (or hang up); then the session is over."""
+    """Wait for the idle server to say anything (or hang up); then the session is over.
+    (A session put here has read nothing ahead: ``SessionCache.put``.)"""
     with contextlib.suppress(OSError):
         await session.reader.read(1)
     session.close()

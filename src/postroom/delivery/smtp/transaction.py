@@ -20,6 +20,7 @@ unchanged (as Postfix does).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from postroom.delivery.smtp.chat import Disconnected, Reply, data_block
@@ -95,12 +96,14 @@ async def pipelined(session: Session, job: Job, chunk: list[Delivery],
 
 
 async def send_group(session: Session, g: Group, done: dict[int, Attempt], *,
-                     written: bool = False, then: Group | None = None) -> bool:
+                     written: bool = False, then: Group | None = None,
+                     blocks: Callable[[bytes], bytes] = data_block) -> bool:
     """Run transaction ``g`` on a PIPELINING server. ``written``: its commands went out
     already, with the last message's end. ``then``: the next transaction (no RSET: a
     message's end closes the transaction), written with this message's end when there is
     one to send (RFC 2920 3.1: message content may begin a group), so that a run of
-    transactions costs one write and one wait each; returns True if it was."""
+    transactions costs one write and one wait each; returns True if it was. ``blocks``
+    makes the message's data block (``chat.DataBlocks`` for copies that end alike)."""
     remote = session.remote
     replies: list[Reply] = []
     accepted: list[Delivery] = []
@@ -133,7 +136,7 @@ async def send_group(session: Session, g: Group, done: dict[int, Attempt], *,
                 done[id(d)] = attempt(d, data, session)
             return False
         stage = "message"
-        block = data_block(g.job.message)
+        block = blocks(g.job.message)
         if then is not None:
             assert then.reset == 0
             block += b"\r\n".join(then.commands) + b"\r\n"
