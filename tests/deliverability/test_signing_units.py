@@ -12,8 +12,10 @@ from pathlib import Path
 import dkim
 import dkim.crypto
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from postroom.signing import authresults, dkimsign, rsa_openssl
+from postroom.signing import authresults, body_memo, dkimsign, rsa_openssl
 from postroom.signing.keys import KeyRing, generate, key_from_file, txt_strings
 
 
@@ -69,6 +71,33 @@ def test_openssl_adapter_is_installed_where_dkimpy_calls_it() -> None:
     rsa_openssl.install()  # twice is fine
     assert dkim.RSASSA_PKCS1_v1_5_sign is rsa_openssl.sign
     assert dkim.parse_pem_private_key is rsa_openssl.parse_pem_private_key
+
+
+@given(st.lists(st.sampled_from([b"", b" ", b"\t", b"x  y", b"a \t", b".", b"\xff"]),
+                max_size=8), st.sampled_from([b"\r\n", b"\n"]))
+def test_body_memo_gives_dkimpys_own_bytes(parts: list[bytes], eol: bytes) -> None:
+    """Twice the same body (from memory the second time), then another: dkimpy's bytes."""
+    body = eol.join(parts) + eol
+    for b in (body, body, body + b"more\r\n"):
+        assert body_memo.canonicalize_body(b) == body_memo.ORIGINAL(b)
+
+
+def test_body_memo_is_installed_where_dkimpy_calls_it(tmp_path: Path) -> None:
+    """A list post's copies share the body: both signatures verify, and the second one's
+    body was canonicalised from memory (dkimpy's sign asks the policy's body algorithm)."""
+    source = Path(dkim.__file__).read_text()
+    assert source.count("canon_policy.canonicalize_body(self.body)") >= 2  # DKIM and ARC
+    body_memo.install()
+    body_memo.install()  # twice is fine
+    assert dkim.canonicalization.Relaxed.canonicalize_body is body_memo.canonicalize_body
+    key = generate(tmp_path, "example.org", "e1", "ed25519")
+    body = b"\r\nthe same body  \r\nfor every member\r\n"
+    record = key.dns_record().encode()
+    for member in (b"a@example.net", b"b@example.net"):
+        msg = b"From: l@example.org\r\nTo: " + member + b"\r\nSubject: x\r\n" + body
+        signed = dkimsign.sign(msg, key)
+        assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
+        assert body_memo._last.body[0] == body[2:]  # dkimpy's sign asked the memo
 
 
 def test_sign_covers_list_unsubscribe_post_and_oversigns_from(tmp_path: Path) -> None:

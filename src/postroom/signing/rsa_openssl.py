@@ -1,4 +1,5 @@
-"""RSA signatures for dkimpy through OpenSSL: the one adapter of dkimpy, in one place.
+"""RSA signatures for dkimpy through OpenSSL: the first adapter of dkimpy (the second,
+``body_memo``, keeps the last body's canonical form).
 
 dkimpy signs RSA with Python integers (``dkim.crypto.RSASSA_PKCS1_v1_5_sign``: two
 1024-bit ``pow`` calls, about 6 ms for a 2048-bit key); OpenSSL through ``cryptography``
