@@ -241,11 +241,20 @@ def personalised(port: int, users: list[str]):  # type: ignore[no-untyped-def]
 
 
 async def deliver_copies(peer: Peer, servers: list[asyncio.Server], dns: DnsServer,
-                         users: list[str]) -> list[Attempt]:
+                         users: list[str], rendered: list[str] | None = None) -> list[Attempt]:
+    """``rendered``: the users whose copies were made, in order."""
     port = await listen(peer, servers)
     client = smtp_client(dns)
     try:
         job = personalised(port, users)
+        if rendered is not None:
+            render = job.render
+            assert render is not None
+
+            def counted(d):  # type: ignore[no-untyped-def]
+                rendered.append(d.user)
+                return render(d)
+            job.render = counted
         return await client.deliver(job, parse_destination(job.host),
                                     Policy(port=port, tls="never"))
     finally:
@@ -273,8 +282,10 @@ async def test_personalised_copies_send_each_end_with_the_next_transaction(
 async def test_a_refused_copy_breaks_the_chain_and_the_next_starts_with_rset(
         dns: DnsServer, serve: list[asyncio.Server]) -> None:
     peer = Peer(pipelining=True, rcpt={b"b@example.test": b"550 5.1.1 No such user\r\n"})
-    attempts = await deliver_copies(peer, serve, dns,
-                                    ["a@example.test", "b@example.test", "c@example.test"])
+    users = ["a@example.test", "b@example.test", "c@example.test"]
+    rendered: list[str] = []
+    attempts = await deliver_copies(peer, serve, dns, users, rendered)
+    assert rendered == users  # c's copy, made for the chain, was not made again
     assert [(a.outcome, a.code) for a in attempts] == [
         (Outcome.SENT, 250), (Outcome.FAILED, 550), (Outcome.SENT, 250)]
     assert len(peer.messages) == 2

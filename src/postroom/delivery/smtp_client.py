@@ -172,7 +172,9 @@ async def _chained(session: Session, job: Job, pending: list[Delivery],
                    done: dict[int, Attempt]) -> list[Delivery]:
     """A transaction per copy on a PIPELINING server, each copy's end written with the
     next copy's commands (``transaction.send_group``'s ``then``); returns the deliveries
-    left when the connection died."""
+    left when the connection died. A copy made for the chain but not written (the copy
+    before it was refused) goes in its own turn, after an RSET if one is due, without
+    being made again."""
 
     def prepared(d: Delivery, reset: bool) -> Group | None:
         one = _copy(job, d)
@@ -180,10 +182,18 @@ async def _chained(session: Session, job: Job, pending: list[Delivery],
         return group(session, one, [d], done, reset=reset)
 
     ahead: Group | None = None  # written with the last copy's end, not answered yet
+    spare: Group | None = None  # made for the chain, not written (the last copy refused)
     blocks = DataBlocks()  # the copies differ in their header only
     for i, d in enumerate(pending):
-        g = ahead if ahead is not None else prepared(d, session.open_transaction)
-        written, ahead = ahead is not None, None
+        g: Group | None
+        if ahead is not None:
+            g = ahead
+        elif spare is not None:  # rendered already: only an RSET may be needed first
+            r = int(session.open_transaction)
+            g = Group(spare.job, spare.rcpts, [b"RSET"] * r + spare.commands, r)
+        else:
+            g = prepared(d, session.open_transaction)
+        written, ahead, spare = ahead is not None, None, None
         then = None
         if g is not None and i + 1 < len(pending):
             try:
@@ -194,6 +204,8 @@ async def _chained(session: Session, job: Job, pending: list[Delivery],
             if g is not None and await send_group(session, g, done, written=written,
                                                   then=then, blocks=blocks):
                 ahead = then
+            else:
+                spare = then
         finally:
             session.transactions += 1
         _progress(job, d, done)
