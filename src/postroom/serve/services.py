@@ -139,9 +139,13 @@ class DeliveryService:
         await self.spool.aclose()
 
     def _lists_changed(self) -> None:
-        """The first list may be new: warm the engine now."""
+        """The first list may be new: warm the engine now (in a running server only)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
         if self.task is not None and (self._warming is None or self._warming.done()):
-            self._warming = asyncio.ensure_future(self.lists.warm(0.0))
+            self._warming = loop.create_task(self.lists.warm(0.0))
 
     def reload(self, old: Runtime, new: Runtime) -> None:
         self.runner.reload()
