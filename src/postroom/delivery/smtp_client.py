@@ -189,8 +189,7 @@ async def _chained(session: Session, job: Job, pending: list[Delivery],
         if ahead is not None:
             g = ahead
         elif spare is not None:  # rendered already: only an RSET may be needed first
-            r = int(session.open_transaction)
-            g = Group(spare.job, spare.rcpts, [b"RSET"] * r + spare.commands, r)
+            g = spare.with_reset(session.open_transaction)
         else:
             g = prepared(d, session.open_transaction)
         written, ahead, spare = ahead is not None, None, None

@@ -73,6 +73,11 @@ class Group(NamedTuple):
     commands: list[bytes]
     reset: int
 
+    def with_reset(self, reset: bool) -> Group:
+        """This transaction (made without RSET) with an RSET first when ``reset``."""
+        assert self.reset == 0
+        return self._replace(commands=[b"RSET", *self.commands], reset=1) if reset else self
+
 
 def group(session: Session, job: Job, chunk: list[Delivery], done: dict[int, Attempt], *,
           reset: bool, mail_args: list[bytes] | None = None) -> Group | None:
@@ -83,8 +88,7 @@ def group(session: Session, job: Job, chunk: list[Delivery], done: dict[int, Att
                             done)
     if not rcpts:
         return None
-    r = int(reset)
-    return Group(job, rcpts, [b"RSET"] * r + [mail] + [c for _, c in rcpts] + [b"DATA"], r)
+    return Group(job, rcpts, [mail] + [c for _, c in rcpts] + [b"DATA"], 0).with_reset(reset)
 
 
 async def pipelined(session: Session, job: Job, chunk: list[Delivery],
