@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.engine import Connection
 
 from postroom.lists.model import Member
@@ -71,10 +71,25 @@ class MemberPage:
         return self.members[0].address if self.has_previous and self.members else ""
 
 
+# statements built once (see lists.store: building one costs more than running it)
+_COUNTS = select(ListCounter.members, ListCounter.changes).where(
+    ListCounter.list_id == bindparam("list_id"))
+_LIST_AND_COUNT = (select(MailingList.id, ListCounter.members)
+                   .outerjoin(ListCounter, ListCounter.list_id == MailingList.id)
+                   .where(MailingList.name == bindparam("name"),
+                          MailingList.domain == bindparam("domain")))
+_PAGE = select(*MEMBER_COLUMNS).where(ListMember.list_id == bindparam("list_id"))
+_PAGE_AFTER = (_PAGE.where(ListMember.address > bindparam("mark"))
+               .order_by(ListMember.address).limit(bindparam("limit")))
+_PAGE_BEFORE = (_PAGE.where(ListMember.address < bindparam("mark"))
+                .order_by(ListMember.address.desc()).limit(bindparam("limit")))
+_BY_ADDRESS = (_PAGE.where(ListMember.address.in_(bindparam("addresses", expanding=True)))
+               .order_by(ListMember.address))
+
+
 def member_counts(conn: Connection, list_id: int) -> tuple[int, int]:
     """(members, changes) of a list, from the row the triggers keep."""
-    row = conn.execute(select(ListCounter.members, ListCounter.changes)
-                       .where(ListCounter.list_id == list_id)).first()
+    row = conn.execute(_COUNTS, {"list_id": list_id}).first()
     return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
 
@@ -99,7 +114,10 @@ def page_members(site: Site, name: str, domain: str, page: int = 1, per_page: in
         where: list[Any] = [ListMember.list_id == list_id]
         if search:
             where.append(_contains(search))
-        rows, has_next, has_previous = _keyset(conn, where, page, per_page, after, before)
+            rows, has_next, has_previous = _keyset(conn, where, page, per_page, after, before)
+        else:
+            rows, has_next, has_previous = _plain_page(conn, list_id, page, per_page, after,
+                                                       before)
         capped = False
         if not search:
             total = count
@@ -119,9 +137,7 @@ def page_members(site: Site, name: str, domain: str, page: int = 1, per_page: in
 
 def _list_and_count(conn: Connection, name: str, domain: str) -> tuple[int, int]:
     """(list id, members) in one read; UnknownList if there is no such list."""
-    row = conn.execute(select(MailingList.id, ListCounter.members)
-                       .outerjoin(ListCounter, ListCounter.list_id == MailingList.id)
-                       .where(MailingList.name == name, MailingList.domain == domain)).first()
+    row = conn.execute(_LIST_AND_COUNT, {"name": name, "domain": domain}).first()
     if row is None:
         list_id_of(conn, name, domain)  # raises the store's own UnknownList
     assert row is not None
@@ -133,6 +149,18 @@ def _contains(search: str) -> Any:
         .replace("_", "\\_") + "%"
     return or_(ListMember.address.like(pattern, escape="\\"),
                func.lower(ListMember.display_name).like(pattern, escape="\\"))
+
+
+def _plain_page(conn: Connection, list_id: int, page: int, per_page: int, after: str,
+                before: str) -> tuple[list[Any], bool, bool]:
+    """``_keyset`` of a whole list (no search), with the statements built once."""
+    if after or before:
+        values = {"list_id": list_id, "mark": after or before, "limit": per_page + 1}
+        rows = list(conn.execute(_PAGE_AFTER if after else _PAGE_BEFORE, values).all())
+        if after:
+            return rows[:per_page], len(rows) > per_page, True
+        return rows[:per_page][::-1], True, len(rows) > per_page
+    return _keyset(conn, [ListMember.list_id == list_id], page, per_page, after, before)
 
 
 def _keyset(conn: Connection, where: list[Any], page: int, per_page: int, after: str,
@@ -303,8 +331,6 @@ def _members_by_address(site: Site, list_id: int, addresses: Sequence[str]) -> l
     """The members with these addresses, in address order, read fresh from the store."""
     if not addresses:
         return []
-    rows = with_connection(site, lambda c: c.execute(
-        select(*MEMBER_COLUMNS).where(ListMember.list_id == list_id,
-                                      ListMember.address.in_(list(addresses)))
-        .order_by(ListMember.address)).all())
+    values = {"list_id": list_id, "addresses": list(addresses)}
+    rows = with_connection(site, lambda c: c.execute(_BY_ADDRESS, values).all())
     return [member_of(r) for r in rows]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import (
     Connection,
     Table,
+    bindparam,
     delete,
     insert,
     literal,
@@ -188,9 +189,11 @@ MEMBER_COLUMNS = (ListMember.address, ListMember.display_name, ListMember.delive
                    ListMember.mode, ListMember.moderated, ListMember.bounce_score)
 
 
+_MODES = {m.value: m for m in DeliveryMode}
+
+
 def member_of(row: Any) -> Member:
-    return Member(row[0], row[1], bool(row[2]), DeliveryMode(row[3]), bool(row[4]),
-                  float(row[5]))
+    return Member(row[0], row[1], bool(row[2]), _MODES[row[3]], bool(row[4]), float(row[5]))
 
 
 def _of_list(list_address: str) -> Any:
@@ -199,10 +202,24 @@ def _of_list(list_address: str) -> Any:
             .where(MailingList.name == name, MailingList.domain == domain))
 
 
+# The statements of the web's every request, built once: building one and its cache key
+# costs several times what running it does (docs/performance.md, web)
+_MEMBER = (select(*MEMBER_COLUMNS).join(MailingList, MailingList.id == ListMember.list_id)
+           .where(MailingList.name == bindparam("name"), MailingList.domain == bindparam("domain"),
+                  ListMember.address == bindparam("address")))
+_ROLES = (select(MailingList.id, ListRole.role, ListRole.address)
+          .outerjoin(ListRole, ListRole.list_id == MailingList.id)
+          .where(MailingList.name == bindparam("name"), MailingList.domain == bindparam("domain"))
+          .order_by(ListRole.address))
+_LIST_ID = select(MailingList.id).where(MailingList.name == bindparam("name"),
+                                        MailingList.domain == bindparam("domain"))
+
+
 def member(site: Site, list_address: str, address: str) -> Member | None:
     """``address`` (any case) as a member of ``list_address``; None if not a member."""
-    query = _of_list(list_address).where(ListMember.address == address.strip().lower())
-    row = with_connection(site, lambda c: c.execute(query).first())
+    name, domain = _split(list_address)
+    values = {"name": name, "domain": domain, "address": address.strip().lower()}
+    row = with_connection(site, lambda c: c.execute(_MEMBER, values).first())
     return member_of(row) if row is not None else None
 
 
@@ -234,11 +251,8 @@ def members_for_delivery(site: Site, list_address: str, batch: int = CHUNK
 def roles(site: Site, list_address: str) -> ListRoles | None:
     """The owners and moderators of a list (sorted); None if there is no such list."""
     name, domain = _split(list_address)
-    query = (select(MailingList.id, ListRole.role, ListRole.address)
-             .outerjoin(ListRole, ListRole.list_id == MailingList.id)
-             .where(MailingList.name == name, MailingList.domain == domain)
-             .order_by(ListRole.address))
-    rows = with_connection(site, lambda c: c.execute(query).all())
+    rows = with_connection(site, lambda c: c.execute(_ROLES, {"name": name,
+                                                              "domain": domain}).all())
     if not rows:
         return None
     return ListRoles(tuple(r[2] for r in rows if r[1] == ROLE_OWNER),
@@ -270,8 +284,7 @@ def find_list(site: Site, text: str) -> tuple[str, str]:
 
 
 def list_id_of(conn: Connection, name: str, domain: str) -> int:
-    list_id = conn.scalar(select(MailingList.id).where(MailingList.name == name,
-                                                       MailingList.domain == domain))
+    list_id = conn.scalar(_LIST_ID, {"name": name, "domain": domain})
     if list_id is None:
         raise UnknownList(f"{name}@{domain}")
     return int(list_id)

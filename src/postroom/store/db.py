@@ -14,6 +14,7 @@ relative SQLite path is taken relative to the site home, and ``postgresql://`` m
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -43,13 +44,13 @@ _engines_lock = threading.Lock()
 
 def store_url(where: Site | str | URL) -> URL:
     """The normalised SQLAlchemy URL of a site's store (or of a URL given directly)."""
-    home: Path | None = None
-    if isinstance(where, URL):
-        raw: str | URL = where
-    elif isinstance(where, str):
-        raw = where
-    else:
-        raw, home = where.database_url, where.home
+    if isinstance(where, (str, URL)):
+        return _normalised(where, None)
+    return _normalised(where.database_url, where.home)
+
+
+@functools.lru_cache(maxsize=256)  # every store call asks: parsing a URL is not free
+def _normalised(raw: str | URL, home: Path | None) -> URL:
     try:
         url = make_url(raw)
     except ArgumentError as e:

@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from postroom.lists.store import with_connection
 from postroom.site import Site
 from postroom.store import StoreValueError, UnknownUser, UserExists
 from postroom.store.db import session
@@ -162,19 +163,24 @@ def new_session(site: Site, admin: Admin) -> str:
     return token
 
 
+# every admin page asks it: built once, and read without an ORM session
+_SESSION = (select(WebSession.expires, WebAdmin.disabled, WebAdmin.id, WebAdmin.login,
+                   WebAdmin.email, WebAdmin.site_admin)
+            .join(WebAdmin, WebAdmin.id == WebSession.admin_id)
+            .where(WebSession.id == bindparam("digest")))
+
+
 def session_admin(site: Site, token: str) -> Admin | None:
     if not token:
         return None
-    with session(site) as s:
-        row = s.execute(select(WebSession.expires, WebAdmin)
-                        .join(WebAdmin, WebAdmin.id == WebSession.admin_id)
-                        .where(WebSession.id == digest(token))).first()
-        if row is None or row[1].disabled:
-            return None
-        expires = _aware(row[0])
-        if expires is None or expires < _now():
-            return None
-        return _admin(row[1])
+    values = {"digest": digest(token)}
+    row = with_connection(site, lambda c: c.execute(_SESSION, values).first())
+    if row is None or row[1]:
+        return None
+    expires = _aware(row[0])
+    if expires is None or expires < _now():
+        return None
+    return Admin(row[2], row[3], row[4], bool(row[5]))
 
 
 def end_session(site: Site, token: str) -> None:

@@ -49,6 +49,7 @@ def templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=str(HERE / "templates"))
     env = t.env
     env.autoescape = True
+    env.auto_reload = False  # the templates ship with the code: no stat of each per page
     from postroom.web.reading import obfuscate
 
     env.filters["obfuscate"] = obfuscate

@@ -33,7 +33,7 @@ MAX_SHOWN = 2 * 1024 * 1024  # bytes of text shown on a page
 def obfuscate(text: object, on: bool = True) -> str:
     """``ann@example.org`` -> ``ann (AT) example.org`` (when ``on``)."""
     s = "" if text is None else str(text)
-    return _ADDRESS.sub(r"\1 (AT) \2", s) if on else s
+    return _ADDRESS.sub(r"\1 (AT) \2", s) if on and "@" in s else s
 
 
 def from_mbox(path: Path, offset: int, length: int) -> bytes:

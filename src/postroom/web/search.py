@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, bindparam, select, text
 
 from postroom.lists import store
 from postroom.lists.listing import open_index
@@ -185,6 +185,10 @@ def ts_query(text: str) -> str:
     return " & ".join(terms)
 
 
+_ENTRIES = select(ArchiveEntry.id, ArchiveEntry.subject, ArchiveEntry.author,
+                  ArchiveEntry.date).where(ArchiveEntry.id.in_(bindparam("ids", expanding=True)))
+
+
 def search(site: Site, list_id: int, text: str, limit: int = 50,
            offset: int = 0) -> tuple[list[Hit], int]:
     """Posts of list ``list_id`` matching ``text``, newest first; (page of hits, total up
@@ -207,21 +211,43 @@ def search(site: Site, list_id: int, text: str, limit: int = 50,
             return [], 0
     if not snippets:
         return [], int(total)
-    entries = store.with_connection(site, lambda c: c.execute(
-        select(ArchiveEntry.id, ArchiveEntry.subject, ArchiveEntry.author, ArchiveEntry.date)
-        .where(ArchiveEntry.id.in_(list(snippets)))).all())
+    values = {"ids": list(snippets)}
+    entries = store.with_connection(site, lambda c: c.execute(_ENTRIES, values).all())
     by_id = {e.id: e for e in entries}
     hits = [Hit(i, by_id[i].subject, by_id[i].author, by_id[i].date, snippets[i])
             for i in snippets if i in by_id]
     return hits, int(total)
 
 
+_counts = threading.local()  # this thread's (connection, index state, {(list, query): n})
+_COUNTS_MAX = 1000
+
+
+def _count_sqlite(db: sqlite3.Connection, list_id: int, query: str) -> int:
+    """The matches of ``query``, up to COUNT_MAX + 1, kept while the index stays as it
+    was: a common word's count reads a thousand rows, most of a search's work, and the
+    next page of the same search asks again. ``data_version`` moves when another
+    connection (another process) commits to the file, ``total_changes`` when this one
+    does, so a kept count is never stale."""
+    state = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+    kept = getattr(_counts, "kept", None)
+    if kept is None or kept[0] is not db or kept[1] != state:
+        kept = _counts.kept = (db, state, {})
+    counts: dict[tuple[int, str], int] = kept[2]
+    total = counts.get((list_id, query))
+    if total is None:
+        total = int(db.execute("SELECT count(*) FROM (SELECT 1 FROM posts WHERE posts MATCH ? "
+                               "AND list_id = ? LIMIT ?)",
+                               (query, list_id, COUNT_MAX + 1)).fetchone()[0])
+        if len(counts) < _COUNTS_MAX:
+            counts[(list_id, query)] = total
+    return total
+
+
 def _search_sqlite(db: sqlite3.Connection, list_id: int, query: str, limit: int,
                    offset: int) -> tuple[dict[int, str], int]:
     """FTS5 gives rowid order without sorting; the count stops at COUNT_MAX + 1."""
-    total = db.execute("SELECT count(*) FROM (SELECT 1 FROM posts WHERE posts MATCH ? "
-                       "AND list_id = ? LIMIT ?)",
-                       (query, list_id, COUNT_MAX + 1)).fetchone()[0]
+    total = _count_sqlite(db, list_id, query)
     rows = db.execute(
         "SELECT rowid, snippet(posts, 2, char(2), char(3), ' … ', 16) FROM posts "
         "WHERE posts MATCH ? AND list_id = ? ORDER BY rowid DESC LIMIT ? OFFSET ?",
