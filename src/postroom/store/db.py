@@ -121,9 +121,18 @@ def open_store(url: str | URL) -> Engine:
     return engine
 
 
+# (pid, database.url, home) -> engine: a web page asks several times a request, and
+# working out the URL again costs more than the pooled connection it leads to
+_site_engines: dict[tuple[int, str, Path], Engine] = {}
+
+
 def engine_for(site: Site) -> Engine:
     """The shared Engine of a site's store."""
-    return open_store(store_url(site))
+    key = (os.getpid(), site.profile.database.url, site.home)
+    engine = _site_engines.get(key)
+    if engine is None:
+        engine = _site_engines[key] = open_store(store_url(site))
+    return engine
 
 
 def dispose_engines() -> None:
@@ -131,6 +140,7 @@ def dispose_engines() -> None:
     with _engines_lock:
         engines = list(_engines.values())
         _engines.clear()
+        _site_engines.clear()
     for engine in engines:
         engine.dispose()
 
@@ -141,6 +151,7 @@ def _after_fork_in_child() -> None:
     for engine in list(_engines.values()):
         engine.dispose(close=False)
     _engines.clear()
+    _site_engines.clear()
 
 
 if hasattr(os, "register_at_fork"):

@@ -38,7 +38,13 @@ from postroom.store.passwords import check_strength
 from postroom.web import accounts, moderation, reading
 from postroom.web.accounts import Admin
 from postroom.web.context import ctx_of
-from postroom.web.deps import list_settings, need_role, optional_admin, page_admin
+from postroom.web.deps import (
+    list_settings,
+    need_role,
+    optional_admin,
+    page_admin,
+    page_read,
+)
 from postroom.web.mailing import send_reset
 from postroom.web.rights import Role, lists_of
 from postroom.web.security import (
@@ -216,11 +222,16 @@ def member_rows(members: list[Member]) -> Markup:
 
 
 @router.get("/lists/{address}/members", response_class=HTMLResponse, include_in_schema=False)
-def members(request: Request, address: str, page: int = 1, q: str = "", after: str = "",
-            before: str = "", admin: Admin = Depends(page_admin)) -> Any:
+async def members(request: Request, address: str, page: int = 1, q: str = "", after: str = "",
+                  before: str = "", admin: Admin = Depends(page_admin)) -> Any:
     """A page of members: ``after``/``before`` an address (the next and previous links,
-    one index range however deep), or ``page=N`` (old links)."""
-    return _members(request, address, admin, page, q, after=after, before=before)
+    one index range however deep), or ``page=N`` (old links). A search may rebuild the
+    search index first, so it runs in a thread whatever the store."""
+    if q.strip():
+        return await run_in_threadpool(_members, request, address, admin, page, q,
+                                       after=after, before=before)
+    return await page_read(request, _members, request, address, admin, page, q,
+                           after=after, before=before)
 
 
 @router.post("/lists/{address}/members/add", response_class=HTMLResponse,

@@ -30,7 +30,7 @@ from postroom.store.models import ArchiveEntry
 from postroom.store.web_models import ArchiveMonthCount
 from postroom.web import reading, search
 from postroom.web.context import ctx_of
-from postroom.web.deps import list_of, optional_admin
+from postroom.web.deps import list_of, optional_admin, page_read
 from postroom.web.rights import may_read_archive
 
 router = APIRouter(prefix="/lists/{address}/archive", dependencies=[Depends(optional_admin)])
@@ -89,8 +89,13 @@ def _month(month: str) -> str:
 
 
 @router.get("/{month}/", response_class=HTMLResponse, include_in_schema=False)
-def by_date(request: Request, address: str, month: str, page: int = 1, after: int = 0,
-            before: int = 0) -> Any:
+async def by_date(request: Request, address: str, month: str, page: int = 1, after: int = 0,
+                  before: int = 0) -> Any:
+    return await page_read(request, _by_date, request, address, month, page, after, before)
+
+
+def _by_date(request: Request, address: str, month: str, page: int, after: int,
+             before: int) -> Any:
     """A month's posts by date, PER_PAGE at a time: the page ``after`` a post (the
     "later" link) or ``before`` one ("earlier"), read as one range of the (list, month,
     date) index however deep; ``page=N`` (an OFFSET) for old links. The total is the

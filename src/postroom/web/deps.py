@@ -4,6 +4,8 @@ API token, the list a URL names. A page without a login answers 303 to the login
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
@@ -22,6 +24,8 @@ from postroom.web.context import ctx_of
 from postroom.web.rights import Role, role_on
 from postroom.web.security import SESSION_COOKIE
 
+T = TypeVar("T")
+
 
 class LoginNeeded(Exception):
     def __init__(self, next_path: str) -> None:
@@ -32,19 +36,29 @@ def login_url(next_path: str) -> str:
     return f"/admin/login?next={quote(next_path, safe='/@')}"
 
 
+def reads_in_loop(request: Request) -> bool:
+    """Whether a page's store reads run in the event loop rather than in a thread: on
+    SQLite, where a read is of a local file and, in WAL mode, never waits for a writer.
+    The hand-off to a thread and back cost a third of a page's CPU (the thread runs on
+    the other core, with cold caches: docs/performance.md, web). PostgreSQL reads wait
+    on the network, and a thread lets the loop go on meanwhile."""
+    return store_url(ctx_of(request).site).get_backend_name() == "sqlite"
+
+
+async def page_read(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, a page's work that only reads the store (no index to
+    rebuild, no write): in the loop on SQLite (``reads_in_loop``), else in a thread."""
+    if reads_in_loop(request):
+        return fn(*args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
 async def optional_admin(request: Request) -> Admin | None:
     if hasattr(request.state, "admin"):
         return request.state.admin  # type: ignore[no-any-return]
     token = request.cookies.get(SESSION_COOKIE, "")
-    site = ctx_of(request).site
-    if not token:
-        admin = None
-    elif store_url(site).get_backend_name() == "sqlite":
-        # one indexed read of a local file (WAL: never waits for a writer) costs less
-        # than the hand-off to a thread and back, the most of an admin page's wait
-        admin = accounts.session_admin(site, token)
-    else:  # a round trip to the database server: not in the event loop
-        admin = await run_in_threadpool(accounts.session_admin, site, token)
+    admin = await page_read(request, accounts.session_admin, ctx_of(request).site, token) \
+        if token else None
     request.state.admin = admin
     return admin
 
@@ -106,7 +120,7 @@ def list_settings(request: Request, address: str) -> ListSettings:
 
 
 def need_role(request: Request, admin: Admin, settings: ListSettings, role: Role) -> Role:
-    got = role_on(ctx_of(request).site, admin, settings.address)
+    got = role_on(ctx_of(request).site, admin, settings)
     if got < role:
         what = "an owner" if role >= Role.OWNER else "a moderator"
         raise HTTPException(403, f"you are not {what}"

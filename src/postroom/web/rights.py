@@ -30,21 +30,21 @@ class Role(IntEnum):
     SITE = 4
 
 
-def role_on(site: Site, admin: Admin | None, list_address: str) -> Role:
+def role_on(site: Site, admin: Admin | None, settings: ListSettings) -> Role:
+    """The account's role on the list of ``settings``, read fresh at this request (the
+    owners and moderators are part of the settings, read again whenever a role changes:
+    ``deps.list_of``)."""
     if admin is None:
         return Role.NONE
     if admin.site_admin:
         return Role.SITE
     if not admin.email:
         return Role.NONE
-    roles = store.roles(site, list_address)
-    if roles is None:
-        return Role.NONE
-    if admin.email in roles.owners:
+    if admin.email in settings.owners:
         return Role.OWNER
-    if admin.email in roles.moderators:
+    if admin.email in settings.moderators:
         return Role.MODERATOR
-    if store.member(site, list_address, admin.email) is not None:
+    if store.member(site, settings.address, admin.email) is not None:
         return Role.MEMBER
     return Role.NONE
 
@@ -73,4 +73,4 @@ def may_read_archive(site: Site, admin: Admin | None, settings: ListSettings) ->
         return True
     if settings.archive_policy is ArchivePolicy.NONE:
         return False
-    return role_on(site, admin, settings.address) >= Role.MEMBER
+    return role_on(site, admin, settings) >= Role.MEMBER
