@@ -304,3 +304,15 @@ def test_password_reset_by_mail(web: Web) -> None:
                                            "password": "another long passphrase"},
                allow_redirects=False, timeout=30)
     assert r.status_code == 404  # used once
+
+
+def test_a_list_made_again_has_its_new_owners_only(web: Web) -> None:
+    """The web keeps a list's settings (owners included) while its counter stays; a list
+    deleted and made again under the same name may get the same id on SQLite and starts
+    its counter again, and must not keep the old list's owners."""
+    cher = web.login("cher")
+    assert web.get(f"/admin/lists/{OTHER}/members", cher).status_code == 200
+    ok("lists", "delete", OTHER, site=web.site)
+    ok("lists", "create", OTHER, "--owner", "owner@example.net", site=web.site)
+    assert web.get(f"/admin/lists/{OTHER}/members", cher).status_code == 403
+    assert web.get(f"/admin/lists/{OTHER}/members", web.login("olive")).status_code == 200

@@ -55,6 +55,8 @@ from postroom.web.security import (
     set_cookie,
 )
 
+INLINE_PAGES = 10  # ?page=N up to this reads in the loop on SQLite (OFFSET of 900 rows)
+
 router = APIRouter(prefix="/admin", dependencies=[Depends(csrf_protect)])
 PER_PAGE = 100
 # the settings form shows these, in this order (owners and rules as text, like lists set)
@@ -225,9 +227,10 @@ def member_rows(members: list[Member]) -> Markup:
 async def members(request: Request, address: str, page: int = 1, q: str = "", after: str = "",
                   before: str = "", admin: Admin = Depends(page_admin)) -> Any:
     """A page of members: ``after``/``before`` an address (the next and previous links,
-    one index range however deep), or ``page=N`` (old links). A search may rebuild the
-    search index first, so it runs in a thread whatever the store."""
-    if q.strip():
+    one index range however deep), or ``page=N`` (old links). A search (it may rebuild
+    the search index first) and a deep ``page=N`` (an OFFSET walks the rows before it)
+    run in a thread whatever the store."""
+    if q.strip() or (page > INLINE_PAGES and not (after or before)):
         return await run_in_threadpool(_members, request, address, admin, page, q,
                                        after=after, before=before)
     return await page_read(request, _members, request, address, admin, page, q,

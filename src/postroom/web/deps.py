@@ -81,9 +81,11 @@ async def site_admin(admin: Admin = Depends(page_admin)) -> Admin:
 # (site home, name, domain) -> (list id, settings counter, settings): a list's settings
 # are read again only when the counter the store's triggers keep (list_counters.settings)
 # moved, so a change made anywhere (the CLI, another web process) is seen at once
-_settings: dict[tuple[str, str, str], tuple[int, int, ListSettings]] = {}
+# The list's secret is part of the check: a list deleted and made again can get the same
+# id on SQLite, and its counter starts again, while its owners are not the old ones.
+_settings: dict[tuple[str, str, str], tuple[int, str, int, ListSettings]] = {}
 _SETTINGS_MAX = 10_000
-_LIST = (select(MailingList.id, ListCounter.settings)
+_LIST = (select(MailingList.id, ListCounter.settings, MailingList.secret)
          .outerjoin(ListCounter, ListCounter.list_id == MailingList.id)
          .where(MailingList.name == bindparam("name"), MailingList.domain == bindparam("domain")))
 
@@ -99,18 +101,18 @@ def list_of(request: Request, address: str) -> tuple[ListSettings, int]:
     row = store.with_connection(site, lambda c: c.execute(_LIST, values).first())
     if row is None:
         raise HTTPException(404, "no such list")
-    list_id, version = int(row[0]), int(row[1] or 0)
+    list_id, version, secret = int(row[0]), int(row[1] or 0), str(row[2])
     key = (str(site.home), name, domain)
     hit = _settings.get(key)
-    if hit is not None and hit[0] == list_id and hit[1] == version:
-        return hit[2], list_id
+    if hit is not None and hit[:3] == (list_id, secret, version):
+        return hit[3], list_id
     try:
         settings = store.get_settings(site, name, domain)
     except PostroomError:
         raise HTTPException(404, "no such list") from None
     if len(_settings) >= _SETTINGS_MAX:
         _settings.clear()
-    _settings[key] = (list_id, version, settings)  # the counter was read first: never newer
+    _settings[key] = (list_id, secret, version, settings)  # counter read first: never newer
     return settings, list_id
 
 
