@@ -59,14 +59,27 @@ async def served(example_site: Path, sink: Sink, request: pytest.FixtureRequest
         url = request.getfixturevalue("pg_url")
         with (site / "postroom.toml").open("a") as f:
             f.write(f'\n[database]\nurl = "{url}"\n')
-    ok("db", "upgrade", site=site)
-    ok("lists", "create", LIST, "--owner", "owner@example.net", site=site)
-    ok("lists", "set", LIST, "subject_prefix=[physics] ", "footer=Physics list footer",
-       site=site)
-    ok("members", "add", LIST, *MEMBERS, site=site)
+    in_process(site, ("db", "upgrade"),
+               ("lists", "create", LIST, "--owner", "owner@example.net"),
+               ("lists", "set", LIST, "subject_prefix=[physics] ", "footer=Physics list footer"),
+               ("members", "add", LIST, *MEMBERS))
     server = await asyncio.to_thread(lambda: Server(site, workers=2).start())
     yield site, server
     await asyncio.to_thread(server.stop)
+
+
+def in_process(site: Path, *commands: tuple[str, ...]) -> None:
+    """Set-up commands, run by the command line's own code in this process: a `postroom`
+    start costs half a second, and these commands have tests of their own
+    (tests/lists/test_lists_cli.py, test_members_cli.py)."""
+    from click.testing import CliRunner
+
+    from postroom.cli import cli
+
+    for args in commands:
+        r = CliRunner().invoke(cli, [*args, "--site", str(site)], prog_name="postroom",
+                               catch_exceptions=False)
+        assert r.exit_code == 0, r.output
 
 
 def send(server: Server, sender: str, rcpt: str, body: bytes) -> None:
