@@ -78,11 +78,11 @@ async def site_admin(admin: Admin = Depends(page_admin)) -> Admin:
     return admin
 
 
-# (site home, name, domain) -> (list id, settings counter, settings): a list's settings
-# are read again only when the counter the store's triggers keep (list_counters.settings)
-# moved, so a change made anywhere (the CLI, another web process) is seen at once
-# The list's secret is part of the check: a list deleted and made again can get the same
-# id on SQLite, and its counter starts again, while its owners are not the old ones.
+# (site home, name, domain) -> (list id, secret, settings counter, settings): a list's
+# settings (owners and moderators included) are read again only when the counter the
+# store's triggers keep (list_counters.settings) moved, so a change made anywhere (the
+# CLI, another web process) is seen at once. The secret is part of the check: a list
+# deleted and made again can get the same id on SQLite, and its counter starts again.
 _settings: dict[tuple[str, str, str], tuple[int, str, int, ListSettings]] = {}
 _SETTINGS_MAX = 10_000
 _LIST = (select(MailingList.id, ListCounter.settings, MailingList.secret)
