@@ -79,10 +79,27 @@ _LIST_AND_COUNT = (select(MailingList.id, ListCounter.members)
                    .where(MailingList.name == bindparam("name"),
                           MailingList.domain == bindparam("domain")))
 _PAGE = select(*MEMBER_COLUMNS).where(ListMember.list_id == bindparam("list_id"))
-_PAGE_AFTER = (_PAGE.where(ListMember.address > bindparam("mark"))
-               .order_by(ListMember.address).limit(bindparam("limit")))
-_PAGE_BEFORE = (_PAGE.where(ListMember.address < bindparam("mark"))
-                .order_by(ListMember.address.desc()).limit(bindparam("limit")))
+
+
+@dataclass(frozen=True, slots=True)
+class _Pages:
+    """The three reads of a page of ``base`` (bind parameters ``mark``, ``limit`` and
+    ``offset``): after an address, before one, or by an OFFSET."""
+    after: Any
+    before: Any
+    offset: Any
+
+    @classmethod
+    def of(cls, base: Any) -> _Pages:
+        limit: Any = bindparam("limit")
+        return cls(base.where(ListMember.address > bindparam("mark"))
+                   .order_by(ListMember.address).limit(limit),
+                   base.where(ListMember.address < bindparam("mark"))
+                   .order_by(ListMember.address.desc()).limit(limit),
+                   base.order_by(ListMember.address).limit(limit).offset(bindparam("offset")))
+
+
+_WHOLE_LIST = _Pages.of(_PAGE)  # the members page without a search: built once
 _BY_ADDRESS = (_PAGE.where(ListMember.address.in_(bindparam("addresses", expanding=True)))
                .order_by(ListMember.address))
 
@@ -112,12 +129,12 @@ def page_members(site: Site, name: str, domain: str, page: int = 1, per_page: in
     def work(conn: Connection) -> MemberPage:
         list_id, count = _list_and_count(conn, name, domain)
         where: list[Any] = [ListMember.list_id == list_id]
+        pages = _WHOLE_LIST
         if search:
             where.append(_contains(search))
-            rows, has_next, has_previous = _keyset(conn, where, page, per_page, after, before)
-        else:
-            rows, has_next, has_previous = _plain_page(conn, list_id, page, per_page, after,
-                                                       before)
+            pages = _Pages.of(_PAGE.where(where[-1]))
+        rows, has_next, has_previous = _keyset(conn, pages, list_id, page, per_page, after,
+                                               before)
         capped = False
         if not search:
             total = count
@@ -151,37 +168,21 @@ def _contains(search: str) -> Any:
                func.lower(ListMember.display_name).like(pattern, escape="\\"))
 
 
-def _plain_page(conn: Connection, list_id: int, page: int, per_page: int, after: str,
-                before: str) -> tuple[list[Any], bool, bool]:
-    """``_keyset`` of a whole list (no search), with the statements built once."""
-    if after or before:
-        values = {"list_id": list_id, "mark": after or before, "limit": per_page + 1}
-        rows = list(conn.execute(_PAGE_AFTER if after else _PAGE_BEFORE, values).all())
-        if after:
-            return rows[:per_page], len(rows) > per_page, True
-        return rows[:per_page][::-1], True, len(rows) > per_page
-    return _keyset(conn, [ListMember.list_id == list_id], page, per_page, after, before)
-
-
-def _keyset(conn: Connection, where: list[Any], page: int, per_page: int, after: str,
-            before: str) -> tuple[list[Any], bool, bool]:
+def _keyset(conn: Connection, pages: _Pages, list_id: int, page: int, per_page: int,
+            after: str, before: str) -> tuple[list[Any], bool, bool]:
     """(rows, has next page, has previous page) of one page read from the store."""
-    query = select(*MEMBER_COLUMNS).where(*where)
+    values: dict[str, Any] = {"list_id": list_id, "limit": per_page + 1}
     # a page after (before) an address has one before (after) it: the reader came from
     # there; asking the store costs a query per page and would only differ when that
     # page's members have all left since
     if after:
-        rows = list(conn.execute(query.where(ListMember.address > after)
-                                 .order_by(ListMember.address).limit(per_page + 1)).all())
+        rows = list(conn.execute(pages.after, {**values, "mark": after}).all())
         return rows[:per_page], len(rows) > per_page, True
     if before:
-        rows = list(conn.execute(query.where(ListMember.address < before)
-                                 .order_by(ListMember.address.desc())
-                                 .limit(per_page + 1)).all())
+        rows = list(conn.execute(pages.before, {**values, "mark": before}).all())
         return rows[:per_page][::-1], True, len(rows) > per_page
     page = max(1, page)
-    rows = list(conn.execute(query.order_by(ListMember.address).limit(per_page + 1)
-                             .offset((page - 1) * per_page)).all())
+    rows = list(conn.execute(pages.offset, {**values, "offset": (page - 1) * per_page}).all())
     return rows[:per_page], len(rows) > per_page, page > 1
 
 
