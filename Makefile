@@ -48,10 +48,13 @@ run: venv
 	$(BIN)/python scripts/outbox.py --port $(OUTBOX_PORT) $(OUTBOX) -- \
 	  $(BIN)/postroom serve --site $(SITE)
 
+# One pytest worker per core (TEST_WORKERS=0 runs them in this process): most tests wait
+# on the servers they start, so one process leaves a core idle half the time.
+TEST_WORKERS ?= auto
 test: test-venv deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 lint: test-venv
 	$(BIN)/ruff check src tests bench
