@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 # Every DNS query in the tests goes to a server a test started on 127.0.0.1: a site without
 # [dns] nameservers makes postroom fail instead of asking the system resolver.
 os.environ["POSTROOM_FORBID_SYSTEM_DNS"] = "1"
+
+# No per-example deadline: the suite runs one worker per core beside the servers its tests
+# start, so one example can wait for a core for longer than hypothesis's 200 ms. What an
+# example must not take long over says so itself (the fuzz harness times every input).
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
