@@ -16,6 +16,10 @@ relaying everything to one ``smtp-sink`` on 127.0.0.1:
 servers (``fsync_delay``: an LD_PRELOAD library; 0 is the machine's own disk). Each run
 counts the fsyncs both servers made, so the result shows that both paid the delay.
 
+``--sign rsa`` (or ``ed25519``, or both): postroom runs once more per load with a DKIM key
+for the sender's domain, so every message it relays is signed (mail from ``networks.relay``
+machines is ours); Postfix signs nothing. The table then shows both postroom ratios.
+
 For postroom also: peak RSS of the server tree, RSS with 1,000 idle connections, and one
 message with 10,000 recipients for one destination (time until all are handed over).
 Results go to bench/results/intake.json; docs/performance.md quotes them.
@@ -43,6 +47,7 @@ from postfix_reference import PostfixReference
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTROOM = str(ROOT / ".venv/bin/postroom")
+SENDER_DOMAIN = "example.test"  # smtp-source's -f (bench/common.py)
 
 PROFILE = """\
 [site]
@@ -79,13 +84,17 @@ workers = {workers}
 
 class Postroom:
     def __init__(self, sink_port: int, workers: int,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, sign: str = "") -> None:
         self.extra_env = dict(extra_env or {})
         self.dir = Path(tempfile.mkdtemp(prefix="postroom-bench-"))
         self.port = common.free_port()
         (self.dir / "maps").mkdir()
         (self.dir / "postroom.toml").write_text(PROFILE.format(port=self.port, workers=workers))
         (self.dir / "maps/mailertable").write_text(f". esmtp:[127.0.0.1]:{sink_port}\n")
+        if sign:  # a key for smtp-source's sender domain: every relayed message is signed
+            subprocess.run([POSTROOM, "dkim", "keygen", "--site", str(self.dir),
+                            "--algorithm", sign, SENDER_DOMAIN],
+                           check=True, stdout=subprocess.DEVNULL)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> int:
@@ -131,17 +140,20 @@ class Postroom:
 
 def one_run(kind: str, rcpts: int, messages: int, workers: int,
             delay_ms: float = 0.0) -> dict[str, Any]:
+    """One load against one server; ``kind`` is "postfix", "postroom" or "postroom-ALG"
+    (postroom signing with an ALG key)."""
     counter = fsync_delay.new_counter()
     env = fsync_delay.environment(delay_ms, counter)
+    ours = kind.startswith("postroom")
     with common.SmtpSink() as sink:
-        server: Any = (Postroom(sink.port, workers, env) if kind == "postroom"
+        server: Any = (Postroom(sink.port, workers, env, sign=kind.partition("-")[2]) if ours
                        else PostfixReference(extra_env=env))
         try:
-            port = server.start() if kind == "postroom" else server.start(sink.port)
+            port = server.start() if ours else server.start(sink.port)
             if kind == "postfix":
                 time.sleep(0.5)
             common.quiet_gate(timeout_s=30)
-            trees = {"server": server.pid if kind == "postroom" else server.master_pid(),
+            trees = {"server": server.pid if ours else server.master_pid(),
                      "sink": sink.pid}
             fsync_delay.reset(counter)
             with common.ProcessSampler(trees) as sampler:
@@ -238,24 +250,28 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "pss_mb": med("pss_mb_at_accepted")}
 
 
-def ratio_table(results: dict[str, Any], delays: list[float]) -> str:
-    """postroom / Postfix, per load and fsync delay (the table docs/performance.md shows)."""
+def ratio_table(results: dict[str, Any], delays: list[float],
+                variants: list[str] | None = None) -> str:
+    """postroom / Postfix, per load and fsync delay (the table docs/performance.md shows);
+    ``variants``: the postroom kinds run ("postroom", "postroom-rsa", ...)."""
     rows = []
     for delay in delays:
         for rcpts in (1, 10):
             tail = f"_r{rcpts}" + (f"_delay{delay:g}ms" if delay else "")
-            ours, ref = results[f"postroom{tail}"], results[f"postfix{tail}"]
-            for what in ("accept", "e2e"):
-                a, b = ours[f"{what}_median"], ref[f"{what}_median"]
-                rows.append((f"+{delay:g} ms" if delay else "machine's own", rcpts, what,
-                             a, b, round(a / b, 2) if b else "-"))
-            rows.append(("", rcpts, "CPU ms/msg", ours["cpu_ms_per_msg"],
-                         ref["cpu_ms_per_msg"], ""))
-            rows.append(("", rcpts, "fsyncs/msg", ours["fsyncs_per_msg"],
-                         ref["fsyncs_per_msg"], ""))
-            rows.append(("", rcpts, "PSS MB", ours["pss_mb"], ref["pss_mb"], ""))
-    return common.table(rows, ("fsync", "rcpts", "measure", "postroom", "Postfix",
-                               "ratio"))
+            ref = results[f"postfix{tail}"]
+            for variant in variants or ["postroom"]:
+                ours = results[f"{variant}{tail}"]
+                for what in ("accept", "e2e"):
+                    a, b = ours[f"{what}_median"], ref[f"{what}_median"]
+                    rows.append((f"+{delay:g} ms" if delay else "machine's own", rcpts,
+                                 variant, what, a, b, round(a / b, 2) if b else "-"))
+                rows.append(("", rcpts, variant, "CPU ms/msg", ours["cpu_ms_per_msg"],
+                             ref["cpu_ms_per_msg"], ""))
+                rows.append(("", rcpts, variant, "fsyncs/msg", ours["fsyncs_per_msg"],
+                             ref["fsyncs_per_msg"], ""))
+                rows.append(("", rcpts, variant, "PSS MB", ours["pss_mb"], ref["pss_mb"], ""))
+    return common.table(rows, ("fsync", "rcpts", "server", "measure", "postroom",
+                               "Postfix", "ratio"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,12 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["accept", "idle", "big"], default=None)
     ap.add_argument("--fsync-delay-ms", type=float, nargs="+", default=[0.0],
                     help="added to every fsync in both servers, one comparison per value")
+    ap.add_argument("--sign", nargs="+", choices=["rsa", "ed25519"], default=[],
+                    help="also run postroom signing every message with a key of this kind")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {"machine": common.machine_info(), "argv": sys.argv,
                                "fsync": common.fsync_cost(Path(tempfile.gettempdir()))}
     print(f"fsync of 4 KiB here: p50 {results['fsync']['p50_ms']} ms", flush=True)
     if args.only in (None, "accept"):
-        kinds = ["postroom"] + ([] if args.skip_postfix else ["postfix"])
+        variants = ["postroom"] + [f"postroom-{alg}" for alg in args.sign]
+        kinds = variants + ([] if args.skip_postfix else ["postfix"])
         for delay in args.fsync_delay_ms:
             for rcpts in (1, 10):
                 # alternate the servers run by run, so that drift on the machine hits both
@@ -290,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{results[key]['fsyncs_per_msg']} fsyncs/msg  "
                           f"({[r['accept_msgs_per_s'] for r in runs]})", flush=True)
         if not args.skip_postfix:
-            print(ratio_table(results, args.fsync_delay_ms), flush=True)
+            print(ratio_table(results, args.fsync_delay_ms, variants), flush=True)
     if args.only in (None, "idle"):
         results["idle"] = idle_connections(1000, args.workers)
         print("idle:", results["idle"], flush=True)
@@ -298,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         results["big"] = big_message(10_000, args.workers)
         print("big:", results["big"], flush=True)
     name = "intake" if args.only is None else f"intake_{args.only}"
+    if args.sign:
+        name += "_signed"
     if args.skip_postfix:
         name += "_postroom_only"  # never overwrite a same-run comparison
     path = common.write_result(name, results)
