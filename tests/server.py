@@ -76,7 +76,8 @@ class Server:
         self.proc = subprocess.Popen(
             [*self.wrapper, POSTROOM, "serve", "--site", str(self.site),
              "--workers", str(self.workers)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True)  # a group of its own: kill() takes it down at once
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
@@ -114,12 +115,15 @@ class Server:
             raise
 
     def kill(self) -> None:
-        """SIGKILL the whole tree (master and intake processes)."""
+        """SIGKILL the whole tree (master and intake processes) at the same instant, as
+        a crash of the machine or ``kill -9 -PGID`` does: one signal to the process group."""
         assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        # an intake process that left the group would be a bug; never leave one behind
         subprocess.run(["pkill", "-KILL", "-f", f"postroom.worker --site {self.site}"],
                        check=False)
-        self.proc.kill()
-        self.proc.wait()
 
     def log(self) -> str:
         p = self.site / "log/mail.log"
