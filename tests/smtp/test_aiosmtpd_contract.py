@@ -10,10 +10,13 @@ code at that point, update adapter.py or server.py, then update the expectation 
 from __future__ import annotations
 
 import ast
+import asyncio
 import base64
+import collections
 import hashlib
 import inspect
 import logging
+import socket
 import ssl
 import sys
 import textwrap
@@ -22,6 +25,7 @@ from typing import Any
 import aiosmtpd
 import aiosmtpd.smtp
 import pytest
+import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from postroom.smtp import adapter, server
@@ -38,6 +42,7 @@ from postroom.smtp.adapter import (
 )
 from postroom.smtp.server import PostroomSMTP
 from tests.smtp.inprocess import Conversation, serving
+from tests.smtp.test_replies import OneUser
 
 # -- the version ---------------------------------------------------------------------------
 
@@ -78,6 +83,8 @@ OVERRIDDEN = {
     "__init__": INIT,
     "_handle_client": "(self)",
     "_timeout_cb": "(self)",
+    "_reset_timeout": "(self, duration=None)",
+    "_drain_helper": "(self)",
     "push": "(self, status)",
     "handle_exception": "(self, error)",
     "_getaddr": "(self, arg)",
@@ -94,7 +101,6 @@ CALLED = {
     "check_auth_needed": "(self, caller_method)",
     "_call_handler_hook": "(self, command, *args)",
     "_set_post_data_state": "(self)",
-    "_reset_timeout": "(self, duration=None)",
     "_cb_client_connected": "(self, reader, writer)",
     "challenge_auth": "(self, challenge, encode_to_b64=True, log_client_response=False)",
 }
@@ -206,20 +212,22 @@ def test_rewordings_start_from_aiosmtpd_texts() -> None:
 
 # -- the state a session starts with -------------------------------------------------------
 
-def _state(obj: SMTP) -> dict[str, Any]:
-    """What SMTP.__init__ leaves on an instance, comparable across two instances: methods
-    by name, objects made per instance by type."""
+def _state(obj: SMTP, names: Any) -> dict[str, Any]:
+    """The attributes ``names`` of a session (in its dict or its slots), comparable across
+    two instances: methods by name, objects made per instance by type."""
     out: dict[str, Any] = {}
-    for key, value in vars(obj).items():
+    for key in names:
+        value = getattr(obj, key)
         if key == "_auth_methods":
             value = {k: (v.method.__name__, v.is_builtin) for k, v in value.items()}
         elif key == "_smtp_methods":
             value = {k: v.__name__ for k, v in value.items()}
         elif key == "_handle_hooks":
             value = {k: v.__func__ for k, v in value.items()}
-        elif key in ("_strong_reader", "_stream_reader_wr", "_closed", "_drain_waiters",
-                     "_client_connected_cb"):
+        elif key in ("_strong_reader", "_stream_reader_wr", "_closed", "_client_connected_cb"):
             value = type(value)
+        elif key == "_drain_waiters":  # made when a write first waits (see the adapter)
+            value = list(value)
         out[key] = value
     return out
 
@@ -250,13 +258,84 @@ class _Handler:
 ])
 async def test_a_session_starts_as_aiosmtpd_would_start_it(kwargs: dict[str, Any]) -> None:
     handler = _Handler()
-    theirs = _state(SMTP(handler, **kwargs))
-    ours = _state(AdaptedSMTP(handler, **kwargs))
-    assert ours.pop("implicit_tls") is False
-    assert ours.pop("line_length_limit") == 998 + 2  # per instance; aiosmtpd's is a class's
-    assert ours.pop("_ehlo_lines") is None
-    assert ours == theirs
+    aiosmtpds = SMTP(handler, **kwargs)
+    adapted = AdaptedSMTP(handler, **kwargs)
+    theirs = _state(aiosmtpds, vars(aiosmtpds))
+    assert _state(adapted, theirs) == theirs
     assert "XTOKEN-V2" in theirs["_auth_methods"]
+    assert adapted.implicit_tls is False
+    assert adapted.line_length_limit == 998 + 2  # per instance; aiosmtpd's is a class's
+    assert adapted._ehlo_lines is None
+    assert vars(adapted) == {}  # all of it in slots: no dict per session
+
+
+async def test_a_whole_session_keeps_its_state_in_slots(ca: trustme.CA) -> None:
+    """STARTTLS, AUTH and a transaction set nothing outside the slots: an attribute that
+    aiosmtpd (or postroom) starts to set needs its name in ``__slots__``, or every
+    connection pays for a dict again."""
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    client_tls = ssl.create_default_context(cafile=None)
+    ca.configure_trust(client_tls)
+    made: list[PostroomSMTP] = []
+
+    def session() -> PostroomSMTP:
+        made.append(PostroomSMTP(OneUser(), hostname="mail.test",
+                                 tls_context=server_tls))
+        return made[-1]
+
+    async with serving(session) as port:
+        c = await Conversation.open(port)
+        await c.reply()
+        await c.cmd("EHLO client.test")
+        assert (await c.cmd("STARTTLS")).startswith("220")
+        await c.starttls(client_tls)
+        await c.cmd("EHLO client.test")
+        assert await c.cmd(_plain_auth("alice", "secret")) == AUTH_SUCCESS
+        assert (await c.cmd("MAIL FROM:<a@example.org> RET=HDRS")).startswith("250")
+        assert (await c.cmd("RCPT TO:<b@example.org> NOTIFY=NEVER")).startswith("250")
+        assert (await c.cmd("DATA")).startswith("354")
+        assert await c.cmd("Subject: x\r\n\r\nbody\r\n.") == "250 2.0.0 OK"
+        assert (await c.cmd("RSET")).startswith("250")
+        assert (await c.cmd("QUIT")).startswith("221")
+        await c.close()
+    assert len(made) == 1
+    assert vars(made[0]) == {}
+
+
+async def test_replies_wait_for_a_client_that_does_not_read() -> None:
+    """Replies to a pipelining client that stops reading fill the socket; the session
+    waits for it to drain (asyncio's drain waiters, which the adapter makes on first
+    use), and every reply arrives once the client reads."""
+    count = 3000
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # inherited on accept
+    listener.bind(("127.0.0.1", 0))
+    made: list[PostroomSMTP] = []
+
+    def session() -> PostroomSMTP:
+        made.append(PostroomSMTP(OneUser(), hostname="mail.test"))
+        return made[-1]
+
+    server = await asyncio.get_running_loop().create_server(session, sock=listener)
+    try:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listener.getsockname())
+        reader, writer = await asyncio.open_connection(sock=client)
+        writer.write(b"EHLO client.test\r\n" * count)
+        await asyncio.sleep(1)  # the server writes until the socket and its buffer fill
+        data = b""
+        while data.count(b"250 ") < count:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 10)
+            assert chunk, f"closed after {data.count(b'250 ')} replies"
+            data += chunk
+        assert len(data) > 100_000  # more than the socket and asyncio's buffer hold
+        assert isinstance(made[0]._drain_waiters, collections.deque)  # it did wait
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_implicit_tls_counts_as_tls() -> None:

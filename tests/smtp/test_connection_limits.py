@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from postroom.serve.services import WARM_AFTER
 from postroom.smtp.conntable import key_of, open_table
 from tests.server import INBOUND_IP, RELAY_IP, Server, configure_site, serving
 from tests.smtp.smtp_client import Raw
@@ -295,6 +296,21 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def settled_rss_kib(pid: int, timeout: float = 15) -> int:
+    """``rss_kib`` once it has stopped growing: a site with lists imports the list engine
+    a moment after the start (``postroom.serve.services.WARM_AFTER``), some 25 MiB that
+    must not be counted as the connections'."""
+    last = rss_kib(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = rss_kib(pid)
+        if abs(now - last) < 256:
+            return now
+        last = now
+    return last
+
+
 @WORKERS
 def test_ten_thousand_idle_connections_are_held_or_refused_cleanly(
         site: Path, ca: trustme.CA, workers: int) -> None:
@@ -307,9 +323,9 @@ def test_ten_thousand_idle_connections_are_held_or_refused_cleanly(
         warm, _ = open_idle(server.ports["mx"], 50)
         for s in warm:
             s.close()
-        time.sleep(0.5)
+        time.sleep(WARM_AFTER + 0.5)
         pids = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
-        before = rss_kib(server.proc.pid)
+        before = settled_rss_kib(server.proc.pid)
         start = time.monotonic()
         kept, replies = open_idle(server.ports["mx"], 10_000)
         took = time.monotonic() - start
@@ -323,7 +339,7 @@ def test_ten_thousand_idle_connections_are_held_or_refused_cleanly(
         assert server.proc.poll() is None
         assert Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children"
                     ).read_text() == pids
-        assert per < 64, f"{per:.1f} KiB per idle connection"
+        assert per * 1024 <= 10_000, f"{per:.1f} KiB per idle connection"  # issue 15
         for s in kept:
             s.close()
         raw = wait_for_greeting(server.ports["mx"], RELAY_IP, timeout=20)

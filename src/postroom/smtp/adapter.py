@@ -24,6 +24,11 @@ aiosmtpd exactly as shipped. What is adjusted, and why:
   without a word.
 - ``line_length`` sets the reader's line limit for each instance. aiosmtpd reads it from
   a class attribute.
+- A session keeps its state in ``__slots__``, and its tables of verbs and hooks are views
+  that bind a method when it is looked up: aiosmtpd's instance holds a dict of some 55
+  attributes and dicts of bound methods, which were most of what an idle connection
+  costs. The tables of verbs, hooks and mechanisms are found once per class; an
+  ``asyncio`` writer's list of drain waiters is made when a write first has to wait.
 
 ``check_aiosmtpd`` refuses any aiosmtpd version other than ``SUPPORTED_AIOSMTPD``.
 ``AdaptedSMTP`` calls it for every session; call it at start-up as well, so that a wrong
@@ -35,12 +40,13 @@ this module copies or relies on changes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import re
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from warnings import warn
 
@@ -119,6 +125,66 @@ def names_of(cls: type, prefix: str) -> tuple[str, ...]:
 _ehlo_checked: set[type] = set()
 
 
+class BoundMethods(Mapping[str, Any]):
+    """``{name: obj.<prefix>name}`` for the methods of ``obj``'s class, bound when looked
+    up: what aiosmtpd keeps as a dict of bound methods in every session."""
+
+    __slots__ = ("_names", "_obj", "_prefix")
+
+    def __init__(self, obj: object, prefix: str) -> None:
+        self._obj, self._prefix = obj, prefix
+        self._names = verbs_of(type(obj), prefix)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return getattr(self._obj, self._prefix + name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+_verbs: dict[tuple[type, str], frozenset[str]] = {}
+
+
+def verbs_of(cls: type, prefix: str) -> frozenset[str]:
+    """The names after ``prefix`` of ``cls``'s ``prefix*`` attributes."""
+    key = (cls, prefix)
+    found = _verbs.get(key)
+    if found is None:
+        found = _verbs[key] = frozenset(n[len(prefix):] for n in names_of(cls, prefix))
+    return found
+
+
+_mechanisms: dict[tuple[type, type, tuple[str, ...]], dict[str, _AuthMechAttr]] = {}
+
+
+def mechanisms_of(protocol: type, handler: type,
+                  exclude: tuple[str, ...]) -> dict[str, _AuthMechAttr]:
+    """aiosmtpd's table of AUTH mechanisms, with the functions of the classes (call one
+    with the protocol, or the handler when it is not built in, as ``self``). Shared by
+    every session: do not change it."""
+    key = (protocol, handler, exclude)
+    found = _mechanisms.get(key)
+    if found is None:
+        found = {}
+        for cls in (protocol, handler):
+            for attr in names_of(cls, "auth_"):
+                method = getattr(cls, attr)
+                found[_mechanism_name(attr, method)] = _AuthMechAttr(method,
+                                                                     cls is protocol)
+        for m in exclude:
+            found.pop(m, None)
+        _mechanisms[key] = found
+    return found
+
+
 def check_ehlo_hook(cls: type, hook: Callable[..., Any]) -> None:
     """A handler's ``handle_EHLO`` must take (server, session, envelope, hostname,
     responses); checked once per handler class."""
@@ -142,6 +208,24 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 class AdaptedSMTP(SMTP):
     """aiosmtpd's SMTP with the adjustments in the module docstring."""
+
+    # what asyncio's StreamReaderProtocol, aiosmtpd's SMTP and this adapter set on a
+    # session (a name missing here lands in a per-instance dict, which the contract test
+    # tests/smtp/test_aiosmtpd_contract.py catches)
+    __slots__ = (
+        "__ident__", "_auth_callback", "_auth_methods", "_auth_require_tls",
+        "_auth_required", "_authenticator", "_call_limit_base", "_call_limit_default",
+        "_client_connected_cb", "_closed", "_connection_lost", "_decode_data",
+        "_drain_waiters", "_ehlo_hook_ver", "_ehlo_lines", "_enforce_call_limit",
+        "_handler_coroutine", "_loop", "_original_transport", "_over_ssl", "_paused",
+        "_proxy_timeout", "_reader", "_reject_connection", "_source_traceback",
+        "_stream_reader_wr", "_stream_writer", "_strong_reader", "_task",
+        "_timeout_duration", "_timeout_handle", "_tls_handshake_okay", "_tls_protocol",
+        "_transport", "_writer", "data_size_limit", "enable_SMTPUTF8", "envelope",
+        "event_handler", "hostname", "implicit_tls", "line_length_limit", "loop",
+        "require_starttls", "session", "tls_context", "transport",
+    )
+    _paused: bool  # asyncio's FlowControlMixin: a write waits for a drain
 
     def __init__(self, handler: Any, *,
                  data_size_limit: int | None = DATA_SIZE_DEFAULT,
@@ -174,6 +258,7 @@ class AdaptedSMTP(SMTP):
             asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
             client_connected_cb=self._cb_client_connected,
             loop=self.loop)
+        self._drain_waiters: Any = ()  # see _drain_helper
         self.event_handler = handler
         assert data_size_limit is None or isinstance(data_size_limit, int)
         self.data_size_limit = data_size_limit
@@ -224,22 +309,12 @@ class AdaptedSMTP(SMTP):
 
         self._auth_required = auth_required
 
-        self._auth_methods = {}
-        for obj in (self, handler):
-            for attr in names_of(type(obj), "auth_"):
-                method = getattr(obj, attr)
-                self._auth_methods[_mechanism_name(attr, method)] = \
-                    _AuthMechAttr(method, obj is self)
-        for m in (auth_exclude_mechanism or []):
-            self._auth_methods.pop(m, None)
+        self._auth_methods = mechanisms_of(type(self), type(handler),
+                                           tuple(auth_exclude_mechanism or ()))
         if log.isEnabledFor(logging.INFO):
             log.info("Available AUTH mechanisms: " + " ".join(
                 m + "(builtin)" if impl.is_builtin else m
                 for m, impl in sorted(self._auth_methods.items())))
-        self._handle_hooks = {
-            m.replace("handle_", ""): getattr(handler, m)
-            for m in names_of(type(handler), "handle_")}
-
         # aiosmtpd also takes a deprecated 4-argument handle_EHLO; the adapter takes the
         # 5-argument one only
         ehlo_hook = self._handle_hooks.get("EHLO")
@@ -248,9 +323,6 @@ class AdaptedSMTP(SMTP):
         else:
             check_ehlo_hook(type(handler), ehlo_hook)
             self._ehlo_hook_ver = "new"
-
-        self._smtp_methods = {
-            m.replace("smtp_", ""): getattr(self, m) for m in names_of(type(self), "smtp_")}
 
         if command_call_limit is None:
             self._enforce_call_limit = False
@@ -267,6 +339,21 @@ class AdaptedSMTP(SMTP):
                     "*", CALL_LIMIT_DEFAULT)
             else:
                 raise TypeError("command_call_limit must be int or Dict[str, int]")
+
+    @property
+    def _handle_hooks(self) -> Mapping[str, Any]:  # type: ignore[override]
+        return BoundMethods(self.event_handler, "handle_")
+
+    @property
+    def _smtp_methods(self) -> Mapping[str, Any]:  # type: ignore[override]
+        return BoundMethods(self, "smtp_")
+
+    async def _drain_helper(self) -> None:
+        # asyncio makes each protocol an empty deque of drain waiters (600 bytes); most
+        # sessions never wait for a drain (every write calls this; only a paused one waits)
+        if self._paused and not isinstance(self._drain_waiters, collections.deque):
+            self._drain_waiters = collections.deque()
+        await super()._drain_helper()  # type: ignore[misc]
 
     @property
     def encrypted(self) -> bool:
@@ -349,7 +436,9 @@ class AdaptedSMTP(SMTP):
 
         status = await self._call_handler_hook("AUTH", args)
         if status is MISSING:
-            result = await self._auth_methods[mechanism].method(self, args)
+            impl: Any = self._auth_methods[mechanism]
+            owner = self if impl.is_builtin else self.event_handler
+            result = await impl.method(owner, self, args)
             if result is None:
                 status = None
             elif not isinstance(result, AuthResult):

@@ -50,6 +50,8 @@ _END_OF_DATA = b"\r\n.\r\n"
 # past 2 x line length, after at most one 256 KiB read), so each read empties the buffer
 _READ_ALL = 1 << 22
 _OVERSIZE = b"(over the size limit)"  # compared by identity
+# a timer may fire this much before its time (libuv counts in milliseconds)
+_TIMER_SLACK = 0.005
 
 
 _long_lines: dict[int, re.Pattern[bytes]] = {}
@@ -120,6 +122,8 @@ def parse_rcpt_dsn(arg: str) -> tuple[str, dict[str, Any]]:
 class PostroomSMTP(AdaptedSMTP):
     """One SMTP session. ``handler`` is a ``postroom.smtp.handler.Handler``."""
 
+    __slots__ = ("_ended", "_session_end", "guard", "line_length", "mail_dsn", "rcpt_dsn")
+
     def __init__(self, handler: Any, *, implicit_tls: bool = False, line_length: int = 998,
                  **kwargs: Any) -> None:
         super().__init__(handler, implicit_tls=implicit_tls, line_length=line_length,
@@ -128,7 +132,7 @@ class PostroomSMTP(AdaptedSMTP):
         self.mail_dsn: dict[str, str] = {}
         self.rcpt_dsn: dict[str, Any] = {}
         self.guard: SessionGuard | None = None  # set by the handler at connect
-        self._deadline: asyncio.TimerHandle | None = None
+        self._session_end: float | None = None  # loop time; see _reset_timeout
         self._ended = False  # a limit ended the session: nothing more is written
 
     # -- connection ---------------------------------------------------------------------
@@ -154,18 +158,31 @@ class PostroomSMTP(AdaptedSMTP):
         try:
             await super()._handle_client()
         finally:
-            if self._deadline is not None:
-                self._deadline.cancel()
             self.event_handler.closed(self)
 
     # -- limits ---------------------------------------------------------------------------
 
     def end_at(self, seconds: float) -> None:
         """End the session ``seconds`` from now, whatever it is doing."""
-        self._deadline = self.loop.call_later(seconds, self._deadline_cb)
+        self._session_end = self.loop.time() + seconds
+        self._reset_timeout()
 
-    def _deadline_cb(self) -> None:
-        self._cut(session_too_long(self.hostname))
+    # The session's deadline shares the idle timer (aiosmtpd keeps one armed from connect
+    # to close, reset at each command): the timer is set for whichever comes first, so a
+    # session holds one timer, not two.
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        delay = duration or self._timeout_duration
+        if self._session_end is not None:
+            # at least a millisecond: aiosmtpd reads 0 as "the idle timeout"
+            delay = min(delay, max(0.001, self._session_end - self.loop.time()))
+        super()._reset_timeout(delay)  # type: ignore[no-untyped-call, unused-ignore]
+
+    def _timeout_cb(self) -> None:
+        end = self._session_end
+        if end is not None and self.loop.time() >= end - _TIMER_SLACK:
+            self._cut(session_too_long(self.hostname))
+        else:
+            super()._timeout_cb()
 
     def _cut(self, reply: str) -> None:
         """Send ``reply`` (a 421), log it, close; the session's task ends at once."""
