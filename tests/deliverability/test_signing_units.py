@@ -8,6 +8,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import dkim
 import dkim.crypto
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postroom.signing import authresults, body_memo, dkimsign, rsa_openssl
+from postroom.signing import authresults, body_memo, crlf_parse, dkimsign, rsa_openssl
 from postroom.signing.keys import KeyRing, generate, key_from_file, txt_strings
 
 
@@ -73,10 +74,12 @@ def test_openssl_adapter_is_installed_where_dkimpy_calls_it() -> None:
     assert dkim.parse_pem_private_key is rsa_openssl.parse_pem_private_key
 
 
-@given(st.lists(st.sampled_from([b"", b" ", b"\t", b"x  y", b"a \t", b".", b"\xff"]),
-                max_size=8), st.sampled_from([b"\r\n", b"\n"]))
+@given(st.lists(st.sampled_from([b"", b" ", b"\t", b"x  y", b"a \t", b".", b"\xff",
+                                 b"x y", b" x", b"\r", b"\n", b"\r\n \r\n"]),
+                max_size=8), st.sampled_from([b"\r\n", b"\n", b""]))
 def test_body_memo_gives_dkimpys_own_bytes(parts: list[bytes], eol: bytes) -> None:
-    """Twice the same body (from memory the second time), then another: dkimpy's bytes."""
+    """Twice the same body (from memory the second time), then another: dkimpy's bytes,
+    whether the body needed the regular-expression passes or not."""
     body = eol.join(parts) + eol
     for b in (body, body, body + b"more\r\n"):
         assert body_memo.canonicalize_body(b) == body_memo.ORIGINAL(b)
@@ -98,6 +101,37 @@ def test_body_memo_is_installed_where_dkimpy_calls_it(tmp_path: Path) -> None:
         signed = dkimsign.sign(msg, key)
         assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
         assert body_memo._last.body[0] == body[2:]  # dkimpy's sign asked the memo
+
+
+def _parsed(parse: Any, message: bytes) -> Any:
+    try:
+        return parse(message)
+    except Exception as e:  # dkimpy's own errors, an IndexError among them
+        return (type(e).__name__, str(e))
+
+
+@given(st.lists(st.sampled_from([b"From: a@example.org", b"Subject: x", b" folded",
+                                 b"\tfolded", b"From x", b"bad header", b"", b"body  line ",
+                                 b"X-E:", b"\r", b"a\nb"]), max_size=10),
+       st.sampled_from([b"\r\n", b"\n"]), st.booleans())
+def test_crlf_parse_gives_dkimpys_headers_and_body(lines: list[bytes], eol: bytes,
+                                                    ended: bool) -> None:
+    """Headers, body and errors as dkimpy's own parser gives them, for CRLF messages (the
+    fast way) and any other (dkimpy's way)."""
+    message = eol.join(lines) + (eol if ended else b"")
+    assert _parsed(crlf_parse.rfc822_parse, message) == _parsed(crlf_parse.ORIGINAL, message)
+
+
+def test_crlf_parse_is_installed_where_dkimpy_calls_it(tmp_path: Path) -> None:
+    source = Path(dkim.__file__).read_text()
+    assert "self.headers, self.body = rfc822_parse(message)" in source
+    crlf_parse.install()
+    crlf_parse.install()  # twice is fine
+    assert dkim.rfc822_parse is crlf_parse.rfc822_parse
+    key = generate(tmp_path, "example.org", "p1", "ed25519")
+    msg = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: x\r\n\r\nbody\r\n"
+    record = key.dns_record().encode()
+    assert dkim.verify(dkimsign.sign(msg, key), dnsfunc=lambda name, timeout=5: record)
 
 
 def test_sign_covers_list_unsubscribe_post_and_oversigns_from(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import weakref
 
-from postroom.signing import arcseal, authresults, body_memo, rsa_openssl
+from postroom.signing import arcseal, authresults, body_memo, crlf_parse, rsa_openssl
 from postroom.signing.dkimsign import Signer
 from postroom.signing.dnstxt import TxtResolver
 from postroom.signing.keys import Key, KeyRing
@@ -26,6 +26,7 @@ class Outgoing:
     def __init__(self, site: Site) -> None:
         rsa_openssl.install()
         body_memo.install()
+        crlf_parse.install()
         p = site.profile
         # no reference to the site: for_site's cache is keyed weakly by it
         self._nameservers, self._timeout = list(p.dns.nameservers), p.dns.timeout
