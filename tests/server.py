@@ -122,12 +122,58 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         # an intake process that left the group would be a bug; never leave one behind
-        subprocess.run(["pkill", "-KILL", "-f", f"postroom.worker --site {self.site}"],
-                       check=False)
+        # (one started with exec, or one forked by the fork server: the master's command)
+        for pattern in (f"postroom.worker --site {self.site}", f"serve --site {self.site} "):
+            subprocess.run(["pkill", "-KILL", "-f", pattern], check=False)
 
     def log(self) -> str:
         p = self.site / "log/mail.log"
         return p.read_text() if p.exists() else ""
+
+    def fork_server(self) -> int | None:
+        """The pid of the fork server of the intake processes (the master's child that
+        runs the master's own command line), or None."""
+        assert self.proc is not None
+        own = _cmdline(self.proc.pid)
+        for pid in children(self.proc.pid):
+            if _cmdline(pid) == own:
+                return pid
+        return None
+
+    def intake_pids(self) -> list[int]:
+        """The intake processes: the fork server's children, and any started with exec
+        (``postroom.worker``) by the master itself."""
+        assert self.proc is not None
+        forks = self.fork_server()
+        pids = children(forks) if forks is not None else []
+        return pids + [pid for pid in children(self.proc.pid)
+                       if "postroom.worker" in _cmdline(pid)]
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (none once it is gone)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, their children, and so on."""
+    found: list[int] = []
+    todo = children(pid)
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children(p))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except FileNotFoundError:
+        return ""
 
 
 PYTHON = sys.executable

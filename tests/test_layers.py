@@ -11,7 +11,8 @@ SRC = Path(__file__).parents[1] / "src" / "postroom"
 
 # lowest first; a module may import its own layer and those below
 LAYERS = [
-    {"errors", "addresses", "types", "envelope", "control", "maillog", "safeio", "children"},
+    {"errors", "addresses", "types", "envelope", "control", "maillog", "safeio", "children",
+     "forkserver"},
     {"site"},
     {"routing", "srs"},
     {"store"},

@@ -6,7 +6,8 @@ control channel are gone, and a new ``serve`` would find them holding its ports.
 sends each child SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), and the child
 drains as it does at an ordinary stop.
 
-``ProcessGroup`` is how the master runs such children as one of its services.
+``ProcessGroup`` is how the master runs such children as one of its services: started
+with ``exec``, or forked by a fork server (``postroom.forkserver``) when it is given one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from postroom import maillog
 
@@ -31,7 +34,8 @@ def child_env() -> dict[str, str]:
 
 
 def die_with_parent() -> None:
-    """Call first thing in a child: SIGTERM when the master goes; if it went already
+    """Call first thing in a child: SIGTERM when its parent goes (the master, or the
+    fork server that forked it: ``MASTER_ENV`` names the parent); if it went already
     (between the fork and now), exit at once."""
     if not sys.platform.startswith("linux") or MASTER_ENV not in os.environ:
         return
@@ -51,19 +55,27 @@ class ProcessGroup:
     name = "children"
 
     def __init__(self, what: str, argv: list[str], fds: list[int], count: int, *,
-                 drain: float, pause: float = 0.0) -> None:
+                 drain: float, pause: float = 0.0,
+                 fork: Callable[[], Any] | None = None) -> None:
         self.what = what
         self.argv = argv
         self.fds = fds
         self.count = count
         self.drain = drain
         self.pause = pause  # before a restart: a child that cannot start must not spin
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.fork = fork  # a child from the fork server, or an error: then exec, as here
+        self.procs: list[Any] = []  # subprocess.Popen, or forkserver.ForkedProcess
         self.died = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> Any:
+        if self.fork is not None:
+            try:
+                return self.fork()
+            except OSError as e:
+                maillog.event(f"warning: {self.what}: {e}; starting it with exec")
+                self.fork = None
         return subprocess.Popen(self.argv, pass_fds=self.fds, env=child_env())
 
     async def start(self) -> None:

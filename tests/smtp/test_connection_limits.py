@@ -24,7 +24,7 @@ import trustme
 
 from postroom.serve.services import WARM_AFTER
 from postroom.smtp.conntable import key_of, open_table
-from tests.server import INBOUND_IP, RELAY_IP, Server, configure_site, serving
+from tests.server import INBOUND_IP, RELAY_IP, Server, configure_site, descendants, serving
 from tests.smtp.smtp_client import Raw
 
 # what a client is told (postroom.smtp.limits)
@@ -285,11 +285,10 @@ def open_idle(port: int, count: int, source: str = RELAY_IP) -> tuple[list[socke
 
 
 def rss_kib(pid: int) -> int:
-    """The resident memory of ``pid`` and its children (the intake processes), KiB."""
+    """The resident memory of ``pid`` and its descendants (the fork server and the intake
+    processes), KiB."""
     total = 0
-    pids = [pid] + [int(p) for p in
-                    Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
+    for p in [pid, *descendants(pid)]:
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
@@ -324,7 +323,7 @@ def test_ten_thousand_idle_connections_are_held_or_refused_cleanly(
         for s in warm:
             s.close()
         time.sleep(WARM_AFTER + 0.5)
-        pids = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
+        pids = server.intake_pids()
         before = settled_rss_kib(server.proc.pid)
         start = time.monotonic()
         kept, replies = open_idle(server.ports["mx"], 10_000)
@@ -337,8 +336,7 @@ def test_ten_thousand_idle_connections_are_held_or_refused_cleanly(
               f"{before} KiB -> {after} KiB, {per:.1f} KiB per idle connection")
         # every process is still the one that started, and takes mail
         assert server.proc.poll() is None
-        assert Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children"
-                    ).read_text() == pids
+        assert server.intake_pids() == pids
         assert per * 1024 <= 10_000, f"{per:.1f} KiB per idle connection"  # issue 15
         for s in kept:
             s.close()
@@ -377,17 +375,17 @@ def test_a_crashed_intake_process_leaves_no_count_behind(site: Path, ca: trustme
     with limited(site, ca, 2, client_connections=2) as server:
         assert server.proc is not None
         port = server.ports["mx"]
-        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
         wait_for_greeting(port, RELAY_IP).close()  # both intake processes are up
         held = [greeted(port) for _ in range(2)]
         assert all(reply.startswith(GREETING) for _, reply in held)
         assert greeted(port)[1] == FROM_YOUR_ADDRESS
-        old = children.read_text().split()
+        old = server.intake_pids()
+        assert len(old) == 2
         for pid in old:
-            os.kill(int(pid), signal.SIGKILL)  # their counts stay in the table
+            os.kill(pid, signal.SIGKILL)  # their counts stay in the table
         end = time.monotonic() + 20
         while time.monotonic() < end:
-            now = children.read_text().split()
+            now = server.intake_pids()
             if len(now) == 2 and not set(now) & set(old):
                 break
             time.sleep(0.1)

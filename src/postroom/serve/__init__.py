@@ -30,6 +30,7 @@ from postroom.errors import (
     EX_UNAVAILABLE,
     PostroomError,
 )
+from postroom.forkserver import ForkServer
 from postroom.intake import bind, tls_contexts
 from postroom.runtime import Reloader
 from postroom.serve import reload as reloading
@@ -65,6 +66,29 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
     one wrote (serve.pid, listeners.json, the mail log), and a start that fails later
     leaves neither file behind."""
     check_home(site_dir)
+    forks = start_fork_server() if workers != 1 else None  # before anything is read
+    try:
+        _run(site_dir, workers, forks)
+    finally:
+        if forks is not None:
+            forks.close()
+
+
+def start_fork_server() -> ForkServer | None:
+    """The fork server of the intake processes, with their code imported: forked now,
+    while this process has no thread and no event loop (``postroom.forkserver``)."""
+    import gc
+
+    from postroom.serve.master import worker_main
+
+    # What is imported now lives as long as the server: out of the collector's reach in
+    # this process too, whose full collections would otherwise write to every object
+    # and so copy the pages it shares with the fork server and the intake processes.
+    gc.freeze()
+    return ForkServer.start(worker_main)
+
+
+def _run(site_dir: str | None, workers: int | None, forks: ForkServer | None) -> None:
     reloader = Reloader(site_dir)
     site = reloader.current.site
     p = site.profile
@@ -112,12 +136,14 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
           flush=True)
     try:
         if count <= 1:
+            if forks is not None:
+                forks.close()
             event_loop_run(_single(reloader, sockets, web))
         else:
             from postroom.serve.master import master
 
             event_loop_run(master(site_dir or str(site.home), sockets, count, reloader,
-                                  web=web))
+                                  web=web, forks=forks))
     except OSError as e:
         if ANOTHER_SERVER not in str(e):
             raise

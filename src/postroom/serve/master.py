@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import signal
 import socket
@@ -18,6 +19,7 @@ import sys
 
 from postroom import control, maillog
 from postroom.children import ProcessGroup, die_with_parent
+from postroom.forkserver import ForkServer
 from postroom.ops.sdnotify import SystemdNotify
 from postroom.runtime import Reloader
 from postroom.serve import Sockets, event_loop_run, run_services
@@ -31,23 +33,31 @@ DRAIN_SECONDS = 35.0
 
 
 class Workers(ProcessGroup):
-    """The intake processes, as one service of the master."""
+    """The intake processes, as one service of the master: forked by ``forks`` (a fork
+    server started before the master read the site) when there is one, else started
+    with ``exec``."""
 
     name = "workers"
 
-    def __init__(self, site_dir: str, sockets: Sockets, count: int) -> None:
+    def __init__(self, site_dir: str, sockets: Sockets, count: int,
+                 forks: ForkServer | None = None) -> None:
         fds = {lst.name: sock.fileno() for lst, sock in sockets}
-        argv = [sys.executable, "-m", "postroom.worker", "--site", site_dir]
-        for name, fd in fds.items():
-            argv += ["--listener", f"{name}={fd}"]
-        super().__init__("intake process", argv, list(fds.values()), count,
-                         drain=DRAIN_SECONDS)
+        args = ["--site", site_dir]
+        forked = ["--site", site_dir]
+        for i, (name, fd) in enumerate(fds.items()):
+            args += ["--listener", f"{name}={fd}"]
+            forked += ["--listener", f"{name}={{{i}}}"]  # the fd's number in the child
+        fork = None
+        if forks is not None:
+            fork = functools.partial(forks.spawn, forked, list(fds.values()))
+        super().__init__("intake process", [sys.executable, "-m", "postroom.worker", *args],
+                         list(fds.values()), count, drain=DRAIN_SECONDS, fork=fork)
 
 
 async def master(site_dir: str, sockets: Sockets, count: int, reloader: Reloader, *,
-                 web: socket.socket | None = None) -> None:
+                 web: socket.socket | None = None, forks: ForkServer | None = None) -> None:
     delivery = DeliveryService(reloader)  # retries and leftovers
-    workers = Workers(site_dir, sockets, count)
+    workers = Workers(site_dir, sockets, count, forks)
     periodic = PeriodicService(reloader, TASKS)
     services: list[Service] = [delivery, workers, periodic]
     if web is not None:

@@ -1,0 +1,113 @@
+"""The intake processes are forked by a fork server that has the server's code imported
+(``postroom.forkserver``): they share its memory pages, a killed one is forked again,
+a killed fork server leaves the master starting them with exec, and a killed master
+takes the fork server and the intake processes with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.server import RELAY_IP, Server, children, descendants, serving
+
+MSG = b"From: a@inf.example.ac.uk\r\nTo: neilb@inf.example.ac.uk\r\nSubject: t\r\n\r\nhi\r\n"
+
+
+@pytest.fixture
+def server(example_site: Path) -> Iterator[Server]:
+    with serving(example_site, trustme.CA(), workers=2) as s:
+        wait_for(lambda: len(s.intake_pids()) == 2)
+        yield s
+
+
+def wait_for(check: Callable[[], object], timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {timeout} s: {check}")
+
+
+def takes_mail(server: Server) -> None:
+    """A message from an internal client gets its 250 (from whichever process takes it)."""
+    for _ in range(4):  # the kernel may hand each connection to either process
+        with smtplib.SMTP("127.0.0.1", server.ports["mx"], source_address=(RELAY_IP, 0),
+                          timeout=20) as c:
+            c.sendmail("a@inf.example.ac.uk", ["neilb@inf.example.ac.uk"], MSG)
+
+
+def shared_anonymous_kib(pid: int) -> int:
+    """Memory of ``pid`` that another process maps too and that no file holds: pages a
+    fork shares (``Shared_Dirty``: pages written before the fork)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Shared_Dirty:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_intake_processes_are_forked_and_share_the_imported_code(server: Server) -> None:
+    forks = server.fork_server()
+    assert forks is not None
+    intake = server.intake_pids()
+    assert sorted(intake) == sorted(children(forks))  # none started with exec
+    for pid in intake:
+        # the modules imported before the fork: several MiB each, where a process started
+        # with exec shares only the files it maps (a few KiB of dirty pages)
+        assert shared_anonymous_kib(pid) > 4096, shared_anonymous_kib(pid)
+    takes_mail(server)
+
+
+def test_a_killed_intake_process_is_forked_again(server: Server) -> None:
+    forks = server.fork_server()
+    old = server.intake_pids()
+    os.kill(old[0], signal.SIGKILL)
+    wait_for(lambda: len(server.intake_pids()) == 2 and old[0] not in server.intake_pids())
+    assert server.fork_server() == forks
+    assert sorted(server.intake_pids()) == sorted(children(forks or 0))
+    wait_for(lambda: f"intake process {old[0]} exited (-9); starting another" in server.log())
+    takes_mail(server)
+
+
+def test_without_the_fork_server_intake_processes_start_with_exec(server: Server) -> None:
+    forks = server.fork_server()
+    assert forks is not None
+    old = server.intake_pids()
+    os.kill(forks, signal.SIGKILL)  # its intake processes get SIGTERM and drain
+    wait_for(lambda: len(server.intake_pids()) == 2 and not set(old) & set(server.intake_pids()))
+    assert server.fork_server() is None
+    assert server.proc is not None
+    assert sorted(server.intake_pids()) == sorted(children(server.proc.pid))  # exec'd
+    wait_for(lambda: "starting it with exec" in server.log())
+    takes_mail(server)
+
+
+def test_a_killed_master_takes_the_fork_server_and_intake_processes(server: Server) -> None:
+    assert server.proc is not None
+    tree = [p for p in descendants(server.proc.pid)]
+    assert len(tree) == 3  # the fork server and two intake processes
+    os.kill(server.proc.pid, signal.SIGKILL)  # the master alone, not its group
+    server.proc.wait()
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{p}").exists() and "zombie" not in _state(p)
+                       for p in tree)
+
+    wait_for(gone, timeout=40)  # the intake processes drain first (SIGTERM)
+
+
+def _state(pid: int) -> str:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("State:"):
+                return line
+    except FileNotFoundError:
+        pass
+    return "zombie"
