@@ -17,17 +17,27 @@ It answers with the child's pid and, when a child ends, with its exit status (th
 server is the children's parent, so it reaps them).
 
 ``ForkedProcess`` gives the master what it used of ``subprocess.Popen``: ``pid``,
-``poll``, ``wait``, ``returncode``, ``send_signal``, ``kill``. When the fork server is
-gone (killed, or it could not start), ``ProcessGroup`` starts intake processes with
-``exec`` again, as before.
+``poll``, ``wait``, ``returncode``, ``send_signal``, ``kill``, through a pidfd, so a pid
+that another process has taken since is never signalled. When the fork server is gone
+(killed, silent for 5 s, or it could not start), ``ProcessGroup`` starts intake
+processes with ``exec`` again, as before.
+
+A forked child must be what an exec'd one is: it gets the signal dispositions Python's
+start-up gives (SIGPIPE and SIGXFSZ ignored: a client that leaves before its reply must
+cost an EPIPE, not the process), and it ends as an interpreter ends (the threading
+module's exit hooks, the atexit functions, the streams flushed), then ``os._exit``, so
+it never returns into the fork server's loop or the master's code below it.
 
 The dying is chained: the fork server gets SIGKILL when the master dies, and each intake
 process SIGTERM when the fork server dies (``PR_SET_PDEATHSIG``), so an intake process
-drains when its master is gone, as before.
+drains when its master is gone, as before. The fork server ignores SIGTERM (a signal to
+the whole group reaches the intake processes directly; the fork server goes when its
+socket closes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -35,11 +45,11 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from postroom.children import MASTER_ENV
 
@@ -48,8 +58,11 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 _MAX_MESSAGE = 1 << 16
 _MAX_FDS = 64
-# the children's dispositions are the loop's to set; the fork server ignores these
-_IGNORED = (signal.SIGHUP, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE)
+_ANSWER_WITHIN = 5.0  # seconds for the fork server to answer a spawn
+# the signals the fork server ignores; a child gets them back as an exec'd Python has
+# them (SIGPIPE and SIGXFSZ stay ignored, as Python's start-up leaves them: a write to a
+# closed connection must be an error, not the end of the process)
+_IGNORED = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class ForkServerGone(OSError):
@@ -62,17 +75,28 @@ class ForkServer:
     def __init__(self, sock: socket.socket, pid: int) -> None:
         self.sock = sock
         self.pid = pid
-        self.exited: dict[int, int] = {}  # child pid -> returncode, as reported
+        self.children: dict[int, ForkedProcess] = {}  # not yet reported ended
+        self._reaped = False
 
     @classmethod
     def start(cls, main: Callable[[list[str]], None]) -> ForkServer | None:
         """Fork the fork server (call with no thread and no event loop running); its
         children run ``main(argv)``. None where fork is not to be had."""
-        if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
+        if not hasattr(os, "pidfd_open") or not sys.platform.startswith("linux"):
             return None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as e:
+            log.warning("no fork server (%s): intake processes start with exec", e)
+            return None
         master = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            ours.close()
+            theirs.close()
+            log.warning("no fork server (%s): intake processes start with exec", e)
+            return None
         if pid == 0:  # the fork server; never returns into the master's code
             code = 1
             try:
@@ -87,58 +111,71 @@ class ForkServer:
         ours.set_inheritable(False)
         return cls(ours, pid)
 
-    def spawn(self, argv: Sequence[str], fds: Sequence[int]) -> ForkedProcess:
-        """A child running ``main(argv)``, with ``fds`` (received as new descriptors):
-        ``{0}``, ``{1}``... in ``argv`` become their numbers in the child."""
+    def spawn(self, argv: Sequence[str], fds: Sequence[tuple[int, Sequence[str]]]
+              ) -> ForkedProcess:
+        """A child running ``main(argv + ...)``: for each (fd, arguments) of ``fds`` the
+        fd is passed, and the arguments follow ``argv`` with "{}" in them made the fd's
+        number in the child."""
+        request = {"argv": list(argv), "fd_args": [list(a) for _, a in fds]}
         try:
-            socket.send_fds(self.sock, [json.dumps({"argv": list(argv)}).encode()],
-                            list(fds))
+            socket.send_fds(self.sock, [json.dumps(request).encode()], [fd for fd, _ in fds])
             while True:
-                reply = self._read(block=True)
-                if reply is None:
-                    raise ForkServerGone("the fork server closed its socket")
+                reply = self._read(timeout=_ANSWER_WITHIN)
                 if "pid" in reply:
-                    return ForkedProcess(self, int(str(reply["pid"])))
+                    return self._adopt(int(str(reply["pid"])))
                 if "error" in reply:
                     raise ForkServerGone(f"the fork server could not fork: {reply['error']}")
         except OSError as e:
-            if isinstance(e, ForkServerGone):
-                raise
-            raise ForkServerGone(f"the fork server is gone: {e}") from e
+            if not isinstance(e, ForkServerGone):
+                e = ForkServerGone(f"the fork server is gone: {e}")
+            self.kill()  # one that did not answer may still fork: nobody would watch it
+            raise e from None
+
+    def _adopt(self, pid: int) -> ForkedProcess:
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except OSError:  # ended already; its report follows
+            pidfd = None
+        child = ForkedProcess(self, pid, pidfd)
+        self.children[pid] = child
+        return child
 
     def collect(self) -> None:
         """Take in the exit reports that have arrived (without waiting)."""
         try:
-            while self._read(block=False) is not None:
-                pass
+            while select.select([self.sock], [], [], 0)[0]:
+                self._read(timeout=0)
         except OSError:
             pass
 
-    def _read(self, *, block: bool) -> dict[str, object] | None:
-        if not block and not select.select([self.sock], [], [], 0)[0]:
-            return None
+    def _read(self, timeout: float) -> dict[str, object]:
+        if timeout and not select.select([self.sock], [], [], timeout)[0]:
+            raise ForkServerGone(f"the fork server did not answer within {timeout:g} s")
         data = self.sock.recv(_MAX_MESSAGE)
         if not data:
-            if block:
-                return None
             raise ForkServerGone("the fork server closed its socket")
         reply: dict[str, object] = json.loads(data)
-        if "exited" in reply:
-            self.exited[int(str(reply["exited"]))] = int(str(reply["status"]))
+        if "exited" in reply:  # the fork server reports an end before it reuses the pid
+            child = self.children.pop(int(str(reply["exited"])), None)
+            if child is not None:
+                child._ended(int(str(reply["status"])))
         return reply
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return _reap(self.pid) is None
+        if not self._reaped and _reap(self.pid) is not None:
+            self._reaped = True
+        return not self._reaped
+
+    def kill(self) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
         """The fork server exits when its socket closes; its children go on."""
         self.sock.close()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _reap(self.pid) is None:
+        while time.monotonic() < deadline and self.alive():
             time.sleep(0.01)
 
 
@@ -152,56 +189,58 @@ def _reap(pid: int) -> int | None:
 
 
 class ForkedProcess:
-    """An intake process forked by the fork server, seen from the master."""
+    """An intake process forked by the fork server, seen from the master. It is watched
+    and signalled through a pidfd, so a pid used again by another process is never
+    mistaken for it."""
 
-    def __init__(self, server: ForkServer, pid: int) -> None:
+    def __init__(self, server: ForkServer, pid: int, pidfd: int | None) -> None:
         self.server = server
         self.pid = pid
+        self.pidfd = pidfd
         self.returncode: int | None = None
+
+    def _ended(self, code: int) -> None:
+        self.returncode = code
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
             self.server.collect()
-            code = self.server.exited.pop(self.pid, None)
-            if code is not None:
-                self.returncode = code
-            elif not _exists(self.pid) and not self.server.alive():
-                self.returncode = -signal.SIGKILL  # ended, and nobody left to report how
+        if self.returncode is None and not self._running() and not self.server.alive():
+            self.server.children.pop(self.pid, None)
+            self._ended(-signal.SIGKILL)  # ended, and nobody left to report how
         return self.returncode
+
+    def _running(self) -> bool:
+        if self.pidfd is None:
+            return False
+        return not select.select([self.pidfd], [], [], 0)[0]  # readable once it ended
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
-                import subprocess
-
                 raise subprocess.TimeoutExpired(f"intake process {self.pid}", timeout or 0)
             time.sleep(0.01)
         assert self.returncode is not None
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            try:
+        if self.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            else:  # no pidfd (an old kernel): by pid
                 os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
-
-
-def _exists(pid: int) -> bool:
-    """``pid`` is a process that has not ended. A zombie has ended: its parent (the fork
-    server, or once that is gone, an init that does not reap) has not waited for it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
 
 
 # -- the fork server itself -----------------------------------------------------------------
@@ -219,6 +258,7 @@ def _serve(sock: socket.socket, master: int, main: Callable[[list[str]], None]) 
     import gc
 
     gc.freeze()  # what the children inherit is never walked by their collector
+    me = os.getpid()
     while True:
         ready: list[int] = select.select([sock.fileno(), wake_r], [], [])[0]
         if wake_r in ready:
@@ -235,7 +275,10 @@ def _serve(sock: socket.socket, master: int, main: Callable[[list[str]], None]) 
                 data, fds = b"", []
             if not data:  # the master closed its end (or died): stop; children go on
                 return
-            argv = [a.format(*fds) for a in json.loads(data)["argv"]]
+            request = json.loads(data)
+            argv = list(request["argv"])
+            for fd, args in zip(fds, request["fd_args"], strict=True):
+                argv += [a.replace("{}", str(fd)) for a in args]
             try:
                 pid = os.fork()
             except OSError as e:
@@ -247,7 +290,7 @@ def _serve(sock: socket.socket, master: int, main: Callable[[list[str]], None]) 
                 sock.close()
                 os.close(wake_r)
                 os.close(wake_w)
-                _child(argv, main)
+                _child(argv, main, me)
             for fd in fds:
                 os.close(fd)
             sock.send(json.dumps({"pid": pid}).encode())
@@ -269,36 +312,44 @@ def _report_exits(sock: socket.socket) -> None:
             return
 
 
-def _join_threads() -> None:
-    """What an interpreter's exit does first: wait for the threads that are not daemons."""
-    import threading
-
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
-
-
-def _child(argv: list[str], main: Callable[[list[str]], None]) -> None:
-    """Run ``main(argv)`` and exit: never return into the fork server's loop (or, below
-    it, the master's code)."""
+def _child(argv: list[str], main: Callable[[list[str]], None], parent: int) -> None:
+    """Run ``main(argv)`` and exit as an interpreter does: never return into the fork
+    server's loop (or, below it, the master's code)."""
     code = 0
     try:
         signal.set_wakeup_fd(-1)
-        for sig in (*_IGNORED, signal.SIGCHLD, signal.SIGTERM):
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
+                    signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        os.environ[MASTER_ENV] = str(os.getppid())  # die_with_parent: the fork server
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.environ[MASTER_ENV] = str(parent)  # die_with_parent: the fork server
         main(argv)
-        _join_threads()
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, int) or e.code is None:
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
     except BaseException:
         traceback.print_exc()
         code = 1
     finally:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
+        try:
+            _exit_as_python_does()
+        finally:
+            os._exit(code)
+
+
+def _exit_as_python_does() -> None:
+    """What the interpreter does at exit before it ends the process: the threading
+    module's exit hooks and the wait for threads that are not daemons, the atexit
+    functions, the streams flushed."""
+    import atexit
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()

@@ -6,8 +6,10 @@ takes the fork server and the intake processes with it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import smtplib
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,6 +67,24 @@ def test_intake_processes_are_forked_and_share_the_imported_code(server: Server)
     takes_mail(server)
 
 
+def test_clients_that_leave_without_reading_do_not_kill_intake_processes(
+        server: Server) -> None:
+    """A write to a connection the client closed is an error for that session, never a
+    SIGPIPE that ends the process with every other session on it: an exec'd Python
+    ignores SIGPIPE, and so must a forked one."""
+    before = server.intake_pids()
+    for _ in range(20):  # replies to 200 commands, written after the client has gone
+        with socket.create_connection(("127.0.0.1", server.ports["mx"])) as s:
+            s.sendall(b"EHLO x\r\n" * 200)
+    time.sleep(1)
+    assert "exited (" not in server.log()
+    assert server.intake_pids() == before
+    for pid in before:
+        ignored = int(_status(pid, "SigIgn"), 16)
+        assert ignored & (1 << (signal.SIGPIPE - 1)), "SIGPIPE must stay ignored"
+    takes_mail(server)
+
+
 def test_a_killed_intake_process_is_forked_again(server: Server) -> None:
     forks = server.fork_server()
     old = server.intake_pids()
@@ -103,11 +123,26 @@ def test_a_killed_master_takes_the_fork_server_and_intake_processes(server: Serv
     wait_for(gone, timeout=40)  # the intake processes drain first (SIGTERM)
 
 
+def _status(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(field)
+
+
 def _state(pid: int) -> str:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("State:"):
-                return line
-    except FileNotFoundError:
-        pass
-    return "zombie"
+        return _status(pid, "State")
+    except (FileNotFoundError, KeyError):
+        return "zombie"
+
+
+def test_a_site_path_with_braces(example_site: Path, tmp_path: Path) -> None:
+    """The fork server puts the listeners' descriptors into their own arguments only."""
+    site = tmp_path / "mail{0}{x}" / "site"
+    shutil.copytree(example_site, site, symlinks=True)
+    with serving(site, trustme.CA(), workers=2) as s:
+        wait_for(lambda: len(s.intake_pids()) == 2)
+        forks = s.fork_server()
+        assert forks is not None and sorted(s.intake_pids()) == sorted(children(forks))
+        takes_mail(s)

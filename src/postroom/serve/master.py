@@ -43,13 +43,12 @@ class Workers(ProcessGroup):
                  forks: ForkServer | None = None) -> None:
         fds = {lst.name: sock.fileno() for lst, sock in sockets}
         args = ["--site", site_dir]
-        forked = ["--site", site_dir]
-        for i, (name, fd) in enumerate(fds.items()):
+        for name, fd in fds.items():
             args += ["--listener", f"{name}={fd}"]
-            forked += ["--listener", f"{name}={{{i}}}"]  # the fd's number in the child
         fork = None
-        if forks is not None:
-            fork = functools.partial(forks.spawn, forked, list(fds.values()))
+        if forks is not None:  # "{}": the fd's number in the child
+            passed = [(fd, ("--listener", f"{name}={{}}")) for name, fd in fds.items()]
+            fork = functools.partial(forks.spawn, ["--site", site_dir], passed)
         super().__init__("intake process", [sys.executable, "-m", "postroom.worker", *args],
                          list(fds.values()), count, drain=DRAIN_SECONDS, fork=fork)
 
