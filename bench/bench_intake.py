@@ -82,6 +82,10 @@ workers = {workers}
 """
 
 
+# CPU taken by the hypervisor (steal, % of one core) above which a run is flagged
+STEAL_WARN_PCT = 5.0
+
+
 class Postroom:
     def __init__(self, sink_port: int, workers: int,
                  extra_env: dict[str, str] | None = None, sign: str = "") -> None:
@@ -172,6 +176,10 @@ def one_run(kind: str, rcpts: int, messages: int, workers: int,
             e2e = (done - res["t_start"]) if done else None
             # the load tools are measured too, so "foreign" is only what is not ours
             win = sampler.window("start", "empty", {"source": res["source_cpu_s"]})
+            steal = win.get("steal_pct") or 0.0
+            if steal > STEAL_WARN_PCT:  # the gate saw a quiet box; a neighbour came later
+                print(f"{kind}: the hypervisor took {steal} % of the CPU during this run "
+                      "(steal): its rate is not comparable; run it again", flush=True)
             return {
                 "accept_msgs_per_s": res["msgs_per_s"],
                 "e2e_msgs_per_s": round(messages / e2e, 1) if e2e else None,
