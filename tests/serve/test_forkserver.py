@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from postroom.serve.services import WARM_AFTER
 from tests.server import RELAY_IP, Server, children, descendants, serving
 
 MSG = b"From: a@inf.example.ac.uk\r\nTo: neilb@inf.example.ac.uk\r\nSubject: t\r\n\r\nhi\r\n"
@@ -67,6 +68,16 @@ def test_intake_processes_are_forked_and_share_the_imported_code(server: Server)
         # with exec shares only the files it maps (a few KiB of dirty pages)
         assert shared_anonymous_kib(pid) > 4096, shared_anonymous_kib(pid)
     takes_mail(server)
+
+
+def test_a_site_with_lists_shares_the_list_engine(server: Server) -> None:
+    """The example site has lists: the list engine (SQLAlchemy, the email code) is
+    imported before the fork, so no intake process holds a copy of its own. Imported in
+    each, it costs some 25 MiB of private memory a process (40 MiB in all, against 14)."""
+    time.sleep(WARM_AFTER + 2)  # when each process would have imported it itself
+    for pid in server.intake_pids():
+        private = int(_status_rollup(pid, "Private_Dirty"))
+        assert private < 25 * 1024, f"intake process {pid}: {private} KiB private"
 
 
 def test_clients_that_leave_without_reading_do_not_kill_intake_processes(
@@ -129,6 +140,13 @@ def test_a_killed_master_takes_the_fork_server_and_intake_processes(server: Serv
                        for p in tree)
 
     wait_for(gone, timeout=40)  # the intake processes drain first (SIGTERM)
+
+
+def _status_rollup(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split()[1]
+    raise KeyError(field)
 
 
 def _cmdline(pid: int) -> str:

@@ -18,6 +18,7 @@ import os
 import pwd
 import signal
 import socket
+import sqlite3
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
     one wrote (serve.pid, listeners.json, the mail log), and a start that fails later
     leaves neither file behind."""
     check_home(site_dir)
-    forks = start_fork_server() if workers != 1 else None  # before anything is read
+    forks = start_fork_server(site_dir) if workers != 1 else None  # before the site is read
     try:
         _run(site_dir, workers, forks)
     finally:
@@ -74,18 +75,45 @@ def run(site_dir: str | None, workers: int | None = None) -> None:
             forks.close()
 
 
-def start_fork_server() -> ForkServer | None:
+def start_fork_server(site_dir: str | None) -> ForkServer | None:
     """The fork server of the intake processes, with their code imported: forked now,
-    while this process has no thread and no event loop (``postroom.forkserver``)."""
+    while this process has no thread and no event loop (``postroom.forkserver``). A site
+    with lists gets the list engine imported first, so that every process shares it
+    (each would import it a second after its start: ``LazyLists.warm``)."""
     import gc
+    import importlib
 
     from postroom.serve.master import worker_main
+    from postroom.serve.services import LIST_ENGINE_MODULES
+
+    if has_lists(site_dir):
+        for module in LIST_ENGINE_MODULES:
+            importlib.import_module(module)
 
     # What is imported now lives as long as the server: out of the collector's reach in
     # this process too, whose full collections would otherwise write to every object
     # and so copy the pages it shares with the fork server and the intake processes.
     gc.freeze()
     return ForkServer.start(worker_main)
+
+
+def has_lists(site_dir: str | None) -> bool:
+    """Whether the site's store has a list, read without the site's loader (which comes
+    after the fork): a list in the SQLite store, or a database URL in the profile (whose
+    lists are read through SQLAlchemy, which the engine imports too). Unreadable: no."""
+    import tomllib
+
+    from postroom.store.listnames import read_sqlite
+
+    home = resolve_home(site_dir)
+    try:
+        with open(home / PROFILE_NAME, "rb") as f:
+            if (tomllib.load(f).get("database") or {}).get("url"):
+                return True
+        db = home / "postroom.db"
+        return db.exists() and bool(read_sqlite(db))
+    except (OSError, ValueError, sqlite3.Error):
+        return False
 
 
 def _run(site_dir: str | None, workers: int | None, forks: ForkServer | None) -> None:

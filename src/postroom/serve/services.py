@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import logging
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -50,6 +51,7 @@ class Service(Protocol):
 log = logging.getLogger(__name__)
 
 LIST_POST = "list-post"  # postroom.lists.fanout.KIND, without importing the engine
+LIST_ENGINE_MODULES = ("postroom.lists.engine", "postroom.lists.fanout")
 # a process of a site with lists imports the engine this long after it starts, in a
 # thread: by then a restarted process is taking mail again
 WARM_AFTER = 1.0
@@ -76,8 +78,9 @@ class LazyLists:
         if self._engine is not None or not len(self.reloader.current.resolver.lists):
             return
         try:
-            for module in ("postroom.lists.engine", "postroom.lists.fanout"):
-                await asyncio.to_thread(importlib.import_module, module)
+            for module in LIST_ENGINE_MODULES:
+                if module not in sys.modules:  # else imported before the fork
+                    await asyncio.to_thread(importlib.import_module, module)
         except Exception:  # the first list message imports it again, and says why
             log.exception("importing the list engine failed")
 
