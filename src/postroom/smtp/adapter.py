@@ -6,10 +6,10 @@ module, so any other aiosmtpd server in the same process (the tests' sinks, for 
 aiosmtpd exactly as shipped. What is adjusted, and why:
 
 - ``__init__`` does what ``SMTP.__init__`` does, except that the tables of ``smtp_*``
-  verbs, ``handle_*`` hooks and ``auth_*`` mechanisms are built from names found once per
-  class. aiosmtpd finds them with ``inspect.getmembers`` and ``dir()`` of the protocol
-  and of the handler on every connection: about 0.1 ms of CPU per connection. So a hook
-  or a mechanism must be a method of the class; one set on an instance is not seen.
+  verbs, ``handle_*`` hooks and ``auth_*`` mechanisms come from ``postroom.smtp.scans``,
+  found once per class (aiosmtpd scans the protocol and the handler on every
+  connection). So a hook or a mechanism must be a method of the class; one set on an
+  instance is not seen.
 - With implicit TLS (port 465) the session is encrypted before its first command.
   aiosmtpd only knows STARTTLS: it would hide AUTH from EHLO and refuse it with 538. It
   would also warn that "AUTH without TLS" is a risk. Here ``encrypted`` covers both kinds
@@ -41,12 +41,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import re
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from warnings import warn
 
@@ -61,13 +60,13 @@ from aiosmtpd.smtp import (
     AuthenticatorType,
     AuthResult,
     TLSSetupException,
-    _AuthMechAttr,
     is_int,
     login_always_fail,
     make_loop,
 )
 
 from postroom.errors import PostroomError
+from postroom.smtp.scans import BoundMethods, check_ehlo_hook, mechanisms_of
 
 SUPPORTED_AIOSMTPD = "1.4.6"
 
@@ -106,101 +105,6 @@ def check_aiosmtpd() -> None:
             f"aiosmtpd {found} is installed (fix: install aiosmtpd=={SUPPORTED_AIOSMTPD}; "
             "a new version needs postroom/smtp/adapter.py checked against it, with "
             "tests/smtp/test_aiosmtpd_contract.py)")
-
-
-# -- what aiosmtpd scans for on every connection, found once per class ---------------------
-
-_names: dict[tuple[type, str], tuple[str, ...]] = {}
-
-
-def names_of(cls: type, prefix: str) -> tuple[str, ...]:
-    """The attribute names of ``cls`` that start with ``prefix``, sorted as ``dir()`` is."""
-    key = (cls, prefix)
-    found = _names.get(key)
-    if found is None:
-        found = _names[key] = tuple(n for n in dir(cls) if n.startswith(prefix))
-    return found
-
-
-_ehlo_checked: set[type] = set()
-
-
-class BoundMethods(Mapping[str, Any]):
-    """``{name: obj.<prefix>name}`` for the methods of ``obj``'s class, bound when looked
-    up: what aiosmtpd keeps as a dict of bound methods in every session."""
-
-    __slots__ = ("_names", "_obj", "_prefix")
-
-    def __init__(self, obj: object, prefix: str) -> None:
-        self._obj, self._prefix = obj, prefix
-        self._names = verbs_of(type(obj), prefix)
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in self._names:
-            raise KeyError(name)
-        return getattr(self._obj, self._prefix + name)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-
-_verbs: dict[tuple[type, str], frozenset[str]] = {}
-
-
-def verbs_of(cls: type, prefix: str) -> frozenset[str]:
-    """The names after ``prefix`` of ``cls``'s ``prefix*`` attributes."""
-    key = (cls, prefix)
-    found = _verbs.get(key)
-    if found is None:
-        found = _verbs[key] = frozenset(n[len(prefix):] for n in names_of(cls, prefix))
-    return found
-
-
-_mechanisms: dict[tuple[type, type, tuple[str, ...]], dict[str, _AuthMechAttr]] = {}
-
-
-def mechanisms_of(protocol: type, handler: type,
-                  exclude: tuple[str, ...]) -> dict[str, _AuthMechAttr]:
-    """aiosmtpd's table of AUTH mechanisms, with the functions of the classes (call one
-    with the protocol, or the handler when it is not built in, as ``self``). Shared by
-    every session: do not change it."""
-    key = (protocol, handler, exclude)
-    found = _mechanisms.get(key)
-    if found is None:
-        found = {}
-        for cls in (protocol, handler):
-            for attr in names_of(cls, "auth_"):
-                method = getattr(cls, attr)
-                found[_mechanism_name(attr, method)] = _AuthMechAttr(method,
-                                                                     cls is protocol)
-        for m in exclude:
-            found.pop(m, None)
-        _mechanisms[key] = found
-    return found
-
-
-def check_ehlo_hook(cls: type, hook: Callable[..., Any]) -> None:
-    """A handler's ``handle_EHLO`` must take (server, session, envelope, hostname,
-    responses); checked once per handler class."""
-    if cls in _ehlo_checked:
-        return
-    if len(inspect.signature(hook).parameters) != 5:
-        raise TypeError(f"{cls.__qualname__}.handle_EHLO must take (server, session, "
-                        "envelope, hostname, responses): aiosmtpd's 4-argument form is "
-                        "not supported")
-    _ehlo_checked.add(cls)
-
-
-def _mechanism_name(attr: str, method: Any) -> str:
-    # aiosmtpd's rule: an @auth_mechanism name, else auth_X__Y -> "X-Y"
-    return getattr(method, "__auth_mechanism_name__",
-                   attr.replace("auth_", "").replace("__", "-"))
 
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
