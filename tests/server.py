@@ -134,9 +134,9 @@ class Server:
         """The pid of the fork server of the intake processes (the master's child that
         runs the master's own command line), or None."""
         assert self.proc is not None
-        own = _cmdline(self.proc.pid)
+        own = cmdline(self.proc.pid)
         for pid in children(self.proc.pid):
-            if _cmdline(pid) == own:
+            if cmdline(pid) == own:
                 return pid
         return None
 
@@ -147,7 +147,7 @@ class Server:
         forks = self.fork_server()
         pids = children(forks) if forks is not None else []
         return pids + [pid for pid in children(self.proc.pid)
-                       if "postroom.worker" in _cmdline(pid)]
+                       if "postroom.worker" in cmdline(pid)]
 
 
 def children(pid: int) -> list[int]:
@@ -169,9 +169,10 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """``pid``'s command line, its arguments joined by spaces ("" once it is gone)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_text()
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     except FileNotFoundError:
         return ""
 

@@ -18,7 +18,7 @@ import pytest
 import trustme
 
 from postroom.serve.services import WARM_AFTER
-from tests.server import RELAY_IP, Server, children, descendants, serving
+from tests.server import RELAY_IP, Server, children, cmdline, descendants, serving
 
 MSG = b"From: a@inf.example.ac.uk\r\nTo: neilb@inf.example.ac.uk\r\nSubject: t\r\n\r\nhi\r\n"
 
@@ -52,10 +52,7 @@ def takes_mail(server: Server) -> None:
 def shared_anonymous_kib(pid: int) -> int:
     """Memory of ``pid`` that another process maps too and that no file holds: pages a
     fork shares (``Shared_Dirty``: pages written before the fork)."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Shared_Dirty:"):
-            return int(line.split()[1])
-    return 0
+    return int(_field(f"/proc/{pid}/smaps_rollup", "Shared_Dirty").split()[0])
 
 
 def test_intake_processes_are_forked_and_share_the_imported_code(server: Server) -> None:
@@ -76,7 +73,7 @@ def test_a_site_with_lists_shares_the_list_engine(server: Server) -> None:
     each, it costs some 25 MiB of private memory a process (40 MiB in all, against 14)."""
     time.sleep(WARM_AFTER + 2)  # when each process would have imported it itself
     for pid in server.intake_pids():
-        private = int(_status_rollup(pid, "Private_Dirty"))
+        private = int(_field(f"/proc/{pid}/smaps_rollup", "Private_Dirty").split()[0])
         assert private < 25 * 1024, f"intake process {pid}: {private} KiB private"
 
 
@@ -120,7 +117,7 @@ def test_without_the_fork_server_intake_processes_start_with_exec(server: Server
     def replaced_by_exec() -> bool:
         pids = children(master)  # exec'd: the master's own children, python -m postroom.worker
         return (len(pids) == 2 and not set(old) & set(pids)
-                and all("postroom.worker" in _cmdline(p) for p in pids))
+                and all("postroom.worker" in cmdline(p) for p in pids))
 
     wait_for(replaced_by_exec, server=server)
     assert server.fork_server() is None, server.log()
@@ -142,25 +139,16 @@ def test_a_killed_master_takes_the_fork_server_and_intake_processes(server: Serv
     wait_for(gone, timeout=40)  # the intake processes drain first (SIGTERM)
 
 
-def _status_rollup(pid: int, field: str) -> str:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return line.split()[1]
-    raise KeyError(field)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except FileNotFoundError:
-        return ""
-
-
-def _status(pid: int, field: str) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
+def _field(path: str, name: str) -> str:
+    """The value of the ``name:`` line of a /proc file (``status``, ``smaps_rollup``)."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(name + ":"):
             return line.split(":", 1)[1].strip()
-    raise KeyError(field)
+    raise KeyError(name)
+
+
+def _status(pid: int, name: str) -> str:
+    return _field(f"/proc/{pid}/status", name)
 
 
 def _state(pid: int) -> str:
