@@ -157,7 +157,8 @@ class SmtpClient:
 def _copy(job: Job, d: Delivery) -> Job:
     """The job of one personalised copy: its own sender and bytes."""
     sender, message = job.personal(d)
-    one = Job(job.envelope, message, [d], job.queue_id, sender=sender)
+    one = Job(job.envelope, message, [d], job.queue_id, sender=sender,
+              progress=job.progress)
     one._owners = job._owners  # same recipients: never rebuilt per copy
     return one
 

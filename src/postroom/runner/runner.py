@@ -290,9 +290,13 @@ class QueueRunner:
         this round stores the envelope, the next round does not send it again (a list
         post sent one transaction per member, most of all)."""
         index = {id(d): i for i, d in enumerate(env.deliveries)}
+        recorded: set[int] = set()
 
         def progress(d: Delivery, reply: str) -> None:
-            self.journal.record(env.id, index[id(d)], reply)
+            # reported as the reply arrived, then again once the courier has read it
+            if id(d) not in recorded:
+                recorded.add(id(d))
+                self.journal.record(env.id, index[id(d)], reply)
 
         for job in jobs:
             job.progress = progress

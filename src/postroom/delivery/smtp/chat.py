@@ -9,16 +9,27 @@ too long) is a ``Disconnected``: the caller closes the connection.
 The reader takes whatever the connection has (one read for the replies to a pipelined
 group, which come together) and splits the lines itself; lines read ahead of the replies
 asked for are ``pending``, and a session with some is out of step (not reused, no TLS).
+
+A message the server accepted must be recorded before anything else happens: a crash
+between its 250 and that record sends it again (``queue.journal``). The task waiting for
+the reply runs only after the event loop has gone round once or twice more, behind every
+other session's work, so the connection's stream (``ReplyStream``) can instead call
+back the moment the whole next reply has arrived (``ReplyReader.on_next``), from the
+protocol's ``data_received``; the reply is read by the task as ever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import re
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, SupportsIndex
 
 MAX_REPLY = 65536  # bytes of one reply; more is a broken server
+STREAM_LIMIT = 2 ** 16  # asyncio.open_connection's default
+log = logging.getLogger(__name__)
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 _LINE_ENDS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
@@ -31,6 +42,65 @@ class Reply(NamedTuple):
 
 class Disconnected(ConnectionError):
     """The connection ended, or said something that is not SMTP, before the reply."""
+
+
+class ReplyStream(asyncio.StreamReader):
+    """The connection's StreamReader, which can watch the bytes as they arrive for the
+    end of the next reply (``watch``)."""
+
+    _watch: Callable[[Reply], None] | None = None
+    _seen: bytes = b""
+    _seen_lines: list[bytes]
+
+    def watch(self, callback: Callable[[Reply], None]) -> bool:
+        """Call ``callback`` from ``feed_data`` once the next reply has arrived whole;
+        False (and no call) when bytes wait unread, which the next reply would follow."""
+        # the StreamReader's own unread bytes (never watch if it keeps none we can see)
+        if getattr(self, "_buffer", b"?"):
+            return False
+        self._watch, self._seen, self._seen_lines = callback, b"", []
+        return True
+
+    def unwatch(self) -> None:
+        self._watch, self._seen = None, b""
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        super().feed_data(data)
+        if self._watch is not None:
+            self._look(bytes(data))
+
+    def _look(self, data: bytes) -> None:
+        seen = self._seen + data
+        while (end := seen.find(b"\n")) >= 0:
+            line, seen = seen[:end].rstrip(b"\r"), seen[end + 1:]
+            self._seen_lines.append(line)
+            if line[3:4] != b"-":
+                callback, lines = self._watch, self._seen_lines
+                self.unwatch()
+                try:
+                    reply = reply_of(lines)
+                except Disconnected:
+                    return  # the task that reads it says so
+                try:
+                    assert callback is not None
+                    callback(reply)
+                except Exception:  # the task's own record follows; never break the stream
+                    log.exception("recording a reply as it arrived failed")
+                return
+        if len(seen) > MAX_REPLY:
+            self.unwatch()
+            return
+        self._seen = seen
+
+
+async def open_stream(host: str, port: int) -> tuple[asyncio.StreamReader,
+                                                     asyncio.StreamWriter]:
+    """``asyncio.open_connection``, with a ``ReplyStream`` for the reader."""
+    loop = asyncio.get_running_loop()
+    reader = ReplyStream(limit=STREAM_LIMIT, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class ReplyReader:
@@ -46,10 +116,21 @@ class ReplyReader:
         """Something was read that no reply asked for yet."""
         return bool(self._lines or self._partial)
 
+    def on_next(self, callback: Callable[[Reply], None]) -> None:
+        """Call ``callback`` with the next reply the moment it has arrived, before the
+        task reads it; only for a reply nothing is read ahead of (asked for right after
+        the command was written), on a ``ReplyStream``. The watch ends with that reply."""
+        if isinstance(self._reader, ReplyStream) and not self.pending:
+            self._reader.watch(callback)
+
     async def reply(self, timeout: float | None = None) -> Reply:
         """The next reply; ``Disconnected`` if the connection ended first, TimeoutError if
         ``timeout`` seconds pass without it."""
-        return await self._read(timeout)
+        try:
+            return await self._read(timeout)
+        finally:
+            if isinstance(self._reader, ReplyStream):
+                self._reader.unwatch()
 
     async def replies_into(self, out: list[Reply], count: int,
                            timeout: float | None = None) -> None:
@@ -86,12 +167,17 @@ class ReplyReader:
             lines.append(line)
             if line[3:4] != b"-":
                 break
-        try:
-            code = int(lines[0][:3])
-        except ValueError:
-            raise Disconnected(f"Malformed SMTP response line: {lines[0]!r}") from None
-        text = "\n".join(x[4:].strip(b" \t").decode("utf-8", "surrogateescape") for x in lines)
-        return Reply(code, text)
+        return reply_of(lines)
+
+
+def reply_of(lines: list[bytes]) -> Reply:
+    """The reply of its lines (line ends removed), or ``Disconnected``."""
+    try:
+        code = int(lines[0][:3])
+    except ValueError:
+        raise Disconnected(f"Malformed SMTP response line: {lines[0]!r}") from None
+    text = "\n".join(x[4:].strip(b" \t").decode("utf-8", "surrogateescape") for x in lines)
+    return Reply(code, text)
 
 
 def parse_reply(code: int, message: str) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from postroom.delivery.mx import Destination, MxResolver
 from postroom.delivery.smtp import proto
+from postroom.delivery.smtp.chat import open_stream
 from postroom.delivery.smtp.policy import Policy, TlsContexts, TlsMode
 from postroom.delivery.smtp.session import Session
 from postroom.delivery.smtp.trouble import TargetFailed, fail, reason
@@ -71,7 +72,7 @@ class Connector:
         stage = "greeting"
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(ip, policy.port)
+                reader, writer = await open_stream(ip, policy.port)
                 session = Session(reader, writer, host, ip, self.command_timeout,
                                   route_name=route_name)
                 greeting = await session.replies.reply()

@@ -145,6 +145,7 @@ async def send_group(session: Session, g: Group, done: dict[int, Attempt], *,
             assert then.reset == 0
             block += b"\r\n".join(then.commands) + b"\r\n"
         session.write(block)
+        _record_on_arrival(session, g.job, accepted)
         await session.drain()
         final = await session.reply()
         session.open_transaction = False
@@ -162,6 +163,23 @@ async def send_group(session: Session, g: Group, done: dict[int, Attempt], *,
     for d in accepted:
         done[id(d)] = attempt(d, final, session)
     return then is not None
+
+
+def _record_on_arrival(session: Session, job: Job, accepted: list[Delivery]) -> None:
+    """Report the message's acceptance (``job.progress``) the moment its reply arrives
+    (``chat.ReplyReader.on_next``); the same report after the reply is read is then a
+    repeat the runner ignores."""
+    progress = job.progress
+    if progress is None:
+        return
+
+    def arrived(reply: Reply) -> None:
+        for d in accepted:
+            done = attempt(d, reply, session)  # what the task will record
+            if done.outcome is Outcome.SENT:
+                progress(d, done.reply)
+
+    session.replies.on_next(arrived)
 
 
 def _commands(session: Session, job: Job, chunk: list[Delivery], mail_args: list[bytes],
@@ -246,6 +264,7 @@ async def lock_step(session: Session, job: Job, chunk: list[Delivery],
         reply = await session.command(b"DATA")
         if reply.code == 354:
             session.write(data_block(job.message))
+            _record_on_arrival(session, job, accepted)
             await session.drain()
             reply = await session.reply()
             session.open_transaction = False  # a refused DATA command leaves it open
