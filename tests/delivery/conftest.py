@@ -3,6 +3,7 @@ server and SMTP sinks, all on port 0 in the test's event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -137,3 +138,13 @@ async def dns() -> AsyncIterator[DnsServer]:
     server = await DnsServer().start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[list[asyncio.Server]]:
+    """Scripted servers a test starts; closed after it."""
+    servers: list[asyncio.Server] = []
+    yield servers
+    for s in servers:
+        s.close()
+        await s.wait_closed()

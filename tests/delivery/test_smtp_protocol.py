@@ -5,7 +5,6 @@ RCPT, and a connection dropped in the middle of the message."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -109,15 +108,6 @@ class Peer:
                     return
                 else:
                     writer.write(b"250 2.0.0 Ok\r\n")
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[list[asyncio.Server]]:
-    servers: list[asyncio.Server] = []
-    yield servers
-    for s in servers:
-        s.close()
-        await s.wait_closed()
 
 
 async def listen(peer: Peer, servers: list[asyncio.Server]) -> int:

@@ -295,8 +295,8 @@ class QueueRunner:
         def progress(d: Delivery, reply: str) -> None:
             # reported as the reply arrived, then again once the courier has read it
             if id(d) not in recorded:
-                recorded.add(id(d))
                 self.journal.record(env.id, index[id(d)], reply)
+                recorded.add(id(d))  # only once it is written: else the second report tries
 
         for job in jobs:
             job.progress = progress

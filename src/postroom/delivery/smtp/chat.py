@@ -29,7 +29,7 @@ from typing import NamedTuple, SupportsIndex
 
 MAX_REPLY = 65536  # bytes of one reply; more is a broken server
 STREAM_LIMIT = 2 ** 16  # asyncio.open_connection's default
-log = logging.getLogger(__name__)
+log = logging.getLogger("postroom.delivery.smtp_client")
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 _LINE_ENDS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
@@ -49,20 +49,22 @@ class ReplyStream(asyncio.StreamReader):
     end of the next reply (``watch``)."""
 
     _watch: Callable[[Reply], None] | None = None
-    _seen: bytes = b""
-    _seen_lines: list[bytes]
+    _seen: bytes = b""            # the start of a line not yet ended
+    _seen_lines: list[bytes]      # the reply's lines so far (made by unwatch)
+    _seen_size = 0
 
     def watch(self, callback: Callable[[Reply], None]) -> bool:
         """Call ``callback`` from ``feed_data`` once the next reply has arrived whole;
         False (and no call) when bytes wait unread, which the next reply would follow."""
+        self.unwatch()
         # the StreamReader's own unread bytes (never watch if it keeps none we can see)
         if getattr(self, "_buffer", b"?"):
             return False
-        self._watch, self._seen, self._seen_lines = callback, b"", []
+        self._watch = callback
         return True
 
     def unwatch(self) -> None:
-        self._watch, self._seen = None, b""
+        self._watch, self._seen, self._seen_lines, self._seen_size = None, b"", [], 0
 
     def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         super().feed_data(data)
@@ -70,9 +72,14 @@ class ReplyStream(asyncio.StreamReader):
             self._look(bytes(data))
 
     def _look(self, data: bytes) -> None:
+        """What ``ReplyReader._read`` will make of the same bytes, limits included."""
         seen = self._seen + data
         while (end := seen.find(b"\n")) >= 0:
             line, seen = seen[:end].rstrip(b"\r"), seen[end + 1:]
+            self._seen_size += end + 1
+            if self._seen_size > MAX_REPLY:
+                self.unwatch()  # the task gives up on this reply too
+                return
             self._seen_lines.append(line)
             if line[3:4] != b"-":
                 callback, lines = self._watch, self._seen_lines
@@ -81,10 +88,10 @@ class ReplyStream(asyncio.StreamReader):
                     reply = reply_of(lines)
                 except Disconnected:
                     return  # the task that reads it says so
+                assert callback is not None
                 try:
-                    assert callback is not None
                     callback(reply)
-                except Exception:  # the task's own record follows; never break the stream
+                except Exception:  # the task's own report follows; never break the stream
                     log.exception("recording a reply as it arrived failed")
                 return
         if len(seen) > MAX_REPLY:
@@ -93,8 +100,7 @@ class ReplyStream(asyncio.StreamReader):
         self._seen = seen
 
 
-async def open_stream(host: str, port: int) -> tuple[asyncio.StreamReader,
-                                                     asyncio.StreamWriter]:
+async def open_stream(host: str, port: int) -> tuple[ReplyStream, asyncio.StreamWriter]:
     """``asyncio.open_connection``, with a ``ReplyStream`` for the reader."""
     loop = asyncio.get_running_loop()
     reader = ReplyStream(limit=STREAM_LIMIT, loop=loop)

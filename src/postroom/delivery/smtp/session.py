@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from postroom.delivery.smtp.chat import Disconnected, Reply, ReplyReader
+from postroom.delivery.smtp.chat import Disconnected, Reply, ReplyReader, ReplyStream
 
 _OLDSTYLE_AUTH = re.compile(r"auth=(?P<auth>.*)", flags=re.I)
 
@@ -100,6 +100,8 @@ class Session:
 
     def close(self) -> None:
         self.closed = True
+        if isinstance(self.reader, ReplyStream):
+            self.reader.unwatch()  # nothing of a closed session is reported
         self.writer.close()
 
     async def quit(self, timeout: float) -> None:

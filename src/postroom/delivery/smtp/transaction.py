@@ -175,9 +175,9 @@ def _record_on_arrival(session: Session, job: Job, accepted: list[Delivery]) -> 
 
     def arrived(reply: Reply) -> None:
         for d in accepted:
-            done = attempt(d, reply, session)  # what the task will record
-            if done.outcome is Outcome.SENT:
-                progress(d, done.reply)
+            result = attempt(d, reply, session)  # what the task will record
+            if result.outcome is Outcome.SENT:
+                progress(d, result.reply)
 
     session.replies.on_next(arrived)
 
