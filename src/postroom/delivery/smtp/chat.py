@@ -53,15 +53,13 @@ class ReplyStream(asyncio.StreamReader):
     _seen_lines: list[bytes]      # the reply's lines so far (made by unwatch)
     _seen_size = 0
 
-    def watch(self, callback: Callable[[Reply], None]) -> bool:
-        """Call ``callback`` from ``feed_data`` once the next reply has arrived whole;
-        False (and no call) when bytes wait unread, which the next reply would follow."""
+    def watch(self, callback: Callable[[Reply], None]) -> None:
+        """Call ``callback`` from ``feed_data`` once the next reply has arrived whole; no
+        call when bytes wait unread, which the next reply would follow."""
         self.unwatch()
         # the StreamReader's own unread bytes (never watch if it keeps none we can see)
-        if getattr(self, "_buffer", b"?"):
-            return False
-        self._watch = callback
-        return True
+        if not getattr(self, "_buffer", b"?"):
+            self._watch = callback
 
     def unwatch(self) -> None:
         self._watch, self._seen, self._seen_lines, self._seen_size = None, b"", [], 0
