@@ -124,3 +124,39 @@ def test_settings_changes_are_counted(list_site: Site) -> None:
     before = counter()
     _add(list_site, 3)  # members are not settings
     assert counter() == before
+
+
+def test_a_quick_search_never_rebuilds_the_index_nor_scans(list_site: Site) -> None:
+    """``quick=True`` (the web's searches in its event loop) answers from a current index
+    and raises WouldWait where a rebuild or a scan would be needed, which the web then
+    hands to a thread."""
+    import pytest
+
+    _add(list_site, 150)
+    with pytest.raises(listing.WouldWait):  # never built
+        listing.page_members(list_site, NAME, DOMAIN, search="p014", indexed=True, quick=True)
+    slow = listing.page_members(list_site, NAME, DOMAIN, search="p014", indexed=True)
+    quick = listing.page_members(list_site, NAME, DOMAIN, search="p014", indexed=True,
+                                 quick=True)
+    assert quick == slow and [m.address for m in quick.members] == ["p014@example.com"]
+    with pytest.raises(listing.WouldWait):  # too short for the index: a scan
+        listing.page_members(list_site, NAME, DOMAIN, search="p1", indexed=True, quick=True)
+    assert listing.page_members(list_site, NAME, DOMAIN, indexed=True, quick=True).total \
+        == 150  # no search: nothing to wait for
+    store.add_members(list_site, NAME, DOMAIN, [Member("p014.new@example.org")])
+    with pytest.raises(listing.WouldWait):  # the index is behind the list
+        listing.page_members(list_site, NAME, DOMAIN, search="p014", indexed=True, quick=True)
+    assert listing.page_members(list_site, NAME, DOMAIN, search="p014", indexed=True).total \
+        == 2
+
+
+def test_a_searchs_count_on_its_last_page(list_site: Site) -> None:
+    """The last page of a search knows its count without counting; a page past the end
+    still counts."""
+    _add(list_site, 150)
+    for page in (1, 2, 3):
+        found = listing.page_members(list_site, NAME, DOMAIN, page=page, per_page=100,
+                                     search="example", indexed=True)
+        assert found.total == 150 and found.pages == 2, page
+        assert len(found.members) == [100, 50, 0][page - 1]
+        assert found.has_next == (page == 1)

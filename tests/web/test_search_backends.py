@@ -82,3 +82,36 @@ def test_a_kept_count_follows_posts_indexed_by_another_connection(ready_site: Si
     # count can only be right if the kept one was dropped
     hits, total = search.search(ready_site, physics, "quantum")
     assert total == 2 and len(hits) == 2
+
+
+def test_a_claimed_catch_up_is_left_to_its_claimer(ready_site: Site) -> None:
+    """The search page claims a due catch-up (and runs it in a thread) and then searches
+    with ``fresh=False`` in the loop: that search reads the index as it is, and a post
+    gone from the store meanwhile is no hit."""
+    from sqlalchemy import delete
+
+    from postroom.store.db import engine_for
+    from postroom.store.models import ArchiveEntry
+
+    create_list(ready_site, "physics", "inf.example.ac.uk", owners=["boss@example.net"])
+    first = _post(ready_site, "physics", "quantum one", "text", 1)
+    physics = store.with_connection(
+        ready_site, lambda c: store.list_id_of(c, "physics", "inf.example.ac.uk"))
+    assert search.claim_catch_up(ready_site)
+    assert not search.claim_catch_up(ready_site)  # claimed: the next one is not due
+    search.catch_up(ready_site)
+    assert [h.id for h in search.search(ready_site, physics, "quantum", fresh=False)[0]] \
+        == [first]
+
+    second = _post(ready_site, "physics", "quantum two", "text", 2)
+    assert [h.id for h in search.search(ready_site, physics, "quantum", fresh=False)[0]] \
+        == [first]  # not caught up
+    search.catch_up(ready_site)
+    hits, _ = search.search(ready_site, physics, "quantum", fresh=False)
+    assert [h.id for h in hits] == [second, first]
+    assert hits[0].subject == "quantum two" and hits[0].date.day == 2
+    assert hits[0].author == "Ann <ann.lee@example.net>"
+
+    with engine_for(ready_site).begin() as conn:
+        conn.execute(delete(ArchiveEntry).where(ArchiveEntry.id == first))
+    assert [h.id for h in search.search(ready_site, physics, "quantum")[0]] == [second]

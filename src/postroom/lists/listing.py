@@ -16,7 +16,9 @@ fast at 100,000 members.
   list's ``changes`` counter moved, whatever the store's backend; deleted, it is made
   again. Shorter searches, the command line (whose user may not own ``state/``) and any
   trouble with the index file fall back to a scan with LIKE, which is always right.
-  A search's count stops at ``COUNT_MAX`` + 1 ("more than 1,000").
+  A search's count stops at ``COUNT_MAX`` + 1 ("more than 1,000"). With ``quick=True``
+  a search that would rebuild the index or scan raises ``WouldWait`` instead, so that a
+  caller in an event loop can hand it to a thread (``web.admin.members``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ if TYPE_CHECKING:
 COUNT_MAX = 1000       # a search counts its matches up to this (+1 means "more")
 INDEX_FILE = "member-search.db"
 MIN_INDEXED = 3        # a trigram index cannot find shorter strings
+
+
+class WouldWait(Exception):
+    """A search asked to be quick would first rebuild its index, or scan the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +118,23 @@ def member_counts(conn: Connection, list_id: int) -> tuple[int, int]:
 
 def page_members(site: Site, name: str, domain: str, page: int = 1, per_page: int = 100,
                  search: str = "", *, after: str = "", before: str = "",
-                 indexed: bool = False) -> MemberPage:
+                 indexed: bool = False, quick: bool = False) -> MemberPage:
     """A page of the members in address order, optionally those whose address or name
     contains ``search`` (case-insensitive): the one after address ``after``, the one
     before address ``before``, else page ``page`` (from 1). ``indexed``: search with the
-    trigram index in ``state/`` (see the module's doc)."""
+    trigram index in ``state/`` (see the module's doc); ``quick``: raise WouldWait rather
+    than rebuild the index or scan for ``search``."""
     search = search.strip()
     if indexed and len(search) >= MIN_INDEXED:
         try:
-            found = _index_page(site, name, domain, page, per_page, search, after, before)
+            found = _index_page(site, name, domain, page, per_page, search, after, before,
+                                quick)
         except (sqlite3.Error, OSError):
             found = None  # the index file is not ours to write, or broken: scan instead
         if found is not None:
             return found
+    if search and quick:
+        raise WouldWait(search)
 
     def work(conn: Connection) -> MemberPage:
         list_id, count = _list_and_count(conn, name, domain)
@@ -237,11 +247,15 @@ def _quoted(search: str) -> str:
     return '"' + search.replace('"', '""') + '"'
 
 
-def _current(site: Site, db: sqlite3.Connection, list_id: int, changes: int) -> None:
-    """Rebuild list ``list_id``'s index unless it was built at ``changes``."""
+def _current(site: Site, db: sqlite3.Connection, list_id: int, changes: int,
+             quick: bool = False) -> None:
+    """Rebuild list ``list_id``'s index unless it was built at ``changes`` (``quick``:
+    raise WouldWait instead)."""
     row = db.execute("SELECT changes FROM built WHERE list_id = ?", (list_id,)).fetchone()
     if row is not None and row[0] == changes:
         return
+    if quick:
+        raise WouldWait(f"the member index of list {list_id}")
     with _build_lock:
         db.execute("BEGIN IMMEDIATE")  # one builder per file, across processes
         try:
@@ -279,11 +293,12 @@ def _current(site: Site, db: sqlite3.Connection, list_id: int, changes: int) -> 
 
 
 def _index_page(site: Site, name: str, domain: str, page: int, per_page: int, search: str,
-                after: str, before: str) -> MemberPage | None:
+                after: str, before: str, quick: bool) -> MemberPage | None:
     list_id, changes = with_connection(site, lambda c: _ids(c, name, domain))
     db = _db(site)
-    _current(site, db, list_id, changes)
+    _current(site, db, list_id, changes, quick)
     m, a, match = f"m{list_id}", f"a{list_id}", _quoted(search)
+    total: int | None = None
     db.execute("BEGIN")  # the pages and the count from one snapshot
     try:
         if after:
@@ -314,8 +329,11 @@ def _index_page(site: Site, name: str, domain: str, page: int, per_page: int, se
                               (match, per_page + 1, (page - 1) * per_page)).fetchall()
             has_next, has_previous = len(hits) > per_page, page > 1
             hits = hits[:per_page]
-        total = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {m} WHERE {m} MATCH ? "
-                           "LIMIT ?)", (match, COUNT_MAX + 1)).fetchone()[0]
+            if hits and not has_next:  # the last page: the count is known
+                total = (page - 1) * per_page + len(hits)
+        if total is None:
+            total = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {m} WHERE {m} MATCH ? "
+                               "LIMIT ?)", (match, COUNT_MAX + 1)).fetchone()[0]
     finally:
         db.execute("COMMIT")
     members = _members_by_address(site, list_id, [h[1] for h in hits])

@@ -30,7 +30,7 @@ from postroom import maillog
 from postroom.errors import PostroomError
 from postroom.lists import held as held_posts
 from postroom.lists import store
-from postroom.lists.listing import page_members
+from postroom.lists.listing import WouldWait, page_members
 from postroom.lists.model import Member
 from postroom.lists.settings_text import SETTING_NAMES, parse_settings, show_value
 from postroom.lists.sync import parse_members
@@ -44,6 +44,7 @@ from postroom.web.deps import (
     optional_admin,
     page_admin,
     page_read,
+    reads_in_loop,
 )
 from postroom.web.mailing import send_reset
 from postroom.web.rights import Role, lists_of
@@ -199,12 +200,13 @@ def held_decide(request: Request, address: str, held_id: int, action: str,
 
 def _members(request: Request, address: str, admin: Admin, page: int, q: str,
              report: list[str] | None = None, status: int = 200, after: str = "",
-             before: str = "") -> Any:
+             before: str = "", quick: bool = False) -> Any:
     s = list_settings(request, address)
     need_role(request, admin, s, Role.OWNER)
     page = max(1, min(page, 10_000_000))
     listing = page_members(ctx_of(request).site, s.name, s.domain, page, PER_PAGE, q[:200],
-                           after=after[:320], before=before[:320], indexed=True)
+                           after=after[:320], before=before[:320], indexed=True,
+                           quick=quick)
     return ctx_of(request).render(request, "members.html", status_code=status, s=s,
                                   listing=listing, rows=member_rows(listing.members), q=q,
                                   report=report or [])
@@ -227,9 +229,15 @@ def member_rows(members: list[Member]) -> Markup:
 async def members(request: Request, address: str, page: int = 1, q: str = "", after: str = "",
                   before: str = "", admin: Admin = Depends(page_admin)) -> Any:
     """A page of members: ``after``/``before`` an address (the next and previous links,
-    one index range however deep), or ``page=N`` (old links). A search (it may rebuild
-    the search index first) and a deep ``page=N`` (an OFFSET walks the rows before it)
-    run in a thread whatever the store."""
+    one index range however deep), or ``page=N`` (old links). A deep ``page=N`` (an
+    OFFSET walks the rows before it) runs in a thread whatever the store, and so does a
+    search that would first rebuild the search index or scan (``WouldWait``)."""
+    if q.strip() and reads_in_loop(request):
+        try:
+            return _members(request, address, admin, page, q, after=after, before=before,
+                            quick=True)
+        except WouldWait:
+            pass
     if q.strip() or (page > INLINE_PAGES and not (after or before)):
         return await run_in_threadpool(_members, request, address, admin, page, q,
                                        after=after, before=before)

@@ -25,10 +25,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select, text
 
@@ -49,8 +48,7 @@ _lock = threading.Lock()
 _caught_up: dict[str, float] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):  # a tuple: a page makes fifty, and a frozen dataclass costs 3x
     id: int
     subject: str
     author: str
@@ -66,6 +64,17 @@ def _open(site: Site) -> sqlite3.Connection:
     return open_index(index_path(site), "CREATE VIRTUAL TABLE IF NOT EXISTS posts USING "
                       "fts5(subject, author, body, list_id UNINDEXED, tokenize='unicode61 "
                       "remove_diacritics 2')")
+
+
+def claim_catch_up(site: Site) -> bool:
+    """Whether a catch-up is due (none for CATCH_UP_SECONDS); if so, the caller is to
+    run it (``catch_up``) and the others are not. A caller in the event loop hands it
+    to a thread, and the searches meanwhile read the index as it is."""
+    key = str(site.home)
+    if time.monotonic() - _caught_up.get(key, -1e9) < CATCH_UP_SECONDS:
+        return False
+    _caught_up[key] = time.monotonic()
+    return True
 
 
 def catch_up(site: Site, *, if_older_than: float = 0.0) -> int:
@@ -189,34 +198,51 @@ _ENTRIES = select(ArchiveEntry.id, ArchiveEntry.subject, ArchiveEntry.author,
                   ArchiveEntry.date).where(ArchiveEntry.id.in_(bindparam("ids", expanding=True)))
 
 
-def search(site: Site, list_id: int, text: str, limit: int = 50,
-           offset: int = 0) -> tuple[list[Hit], int]:
+def search(site: Site, list_id: int, text: str, limit: int = 50, offset: int = 0, *,
+           fresh: bool = True) -> tuple[list[Hit], int]:
     """Posts of list ``list_id`` matching ``text``, newest first; (page of hits, total up
-    to COUNT_MAX + 1)."""
+    to COUNT_MAX + 1). ``fresh``: catch the index up first if that is due; without it,
+    the caller sees to that (``claim_catch_up``)."""
     if _postgres(site):
         query = ts_query(text)
         if not query:
             return [], 0
-        catch_up(site, if_older_than=CATCH_UP_SECONDS)
+        if fresh:
+            catch_up(site, if_older_than=CATCH_UP_SECONDS)
         snippets, total = store.with_connection(
             site, lambda c: _search_postgres(c, list_id, query, limit, offset))
     else:
         query = fts_query(text)
         if not query:
             return [], 0
-        catch_up(site, if_older_than=CATCH_UP_SECONDS)
+        if fresh:
+            catch_up(site, if_older_than=CATCH_UP_SECONDS)
         try:
             snippets, total = _search_sqlite(_open(site), list_id, query, limit, offset)
         except sqlite3.OperationalError:
             return [], 0
     if not snippets:
         return [], int(total)
-    values = {"ids": list(snippets)}
-    entries = store.with_connection(site, lambda c: c.execute(_ENTRIES, values).all())
-    by_id = {e.id: e for e in entries}
-    hits = [Hit(i, by_id[i].subject, by_id[i].author, by_id[i].date, snippets[i])
-            for i in snippets if i in by_id]
+    by_id = store.with_connection(site, lambda c: _entries(c, list(snippets)))
+    hits = []
+    for i, snippet in snippets.items():
+        if i in by_id:
+            subject, author, date = by_id[i]
+            hits.append(Hit(i, subject, author, date, snippet))
     return hits, int(total)
+
+
+def _entries(conn: Connection, ids: list[int]) -> dict[int, tuple[str, str, datetime]]:
+    """id -> (subject, author, date) of the archive rows ``ids`` (a row gone from the
+    store is not a hit). On SQLite through the driver: SQLAlchemy's expanding IN and
+    result rows cost twice the read itself, and this is a search page's hot path."""
+    if conn.dialect.name != "sqlite":
+        return {r.id: (r.subject, r.author, r.date) for r in conn.execute(_ENTRIES, {"ids": ids})}
+    sql = f"SELECT id, subject, author, date FROM {ArchiveEntry.__tablename__} " \
+          f"WHERE id IN ({','.join('?' * len(ids))})"
+    raw: Any = conn.connection.driver_connection
+    return {r[0]: (r[1], r[2], datetime.fromisoformat(r[3]))
+            for r in raw.execute(sql, ids).fetchall()}
 
 
 _counts = threading.local()  # this thread's (connection, index state, {(list, query): n})
