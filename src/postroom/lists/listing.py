@@ -138,10 +138,9 @@ def page_members(site: Site, name: str, domain: str, page: int = 1, per_page: in
 
     def work(conn: Connection) -> MemberPage:
         list_id, count = _list_and_count(conn, name, domain)
-        where: list[Any] = [ListMember.list_id == list_id]
-        pages = _WHOLE_LIST
+        pages = _WHOLE_LIST  # built once; a search's statements are built here
         if search:
-            where.append(_contains(search))
+            where: list[Any] = [ListMember.list_id == list_id, _contains(search)]
             pages = _Pages.of(_PAGE.where(where[-1]))
         rows, has_next, has_previous = _keyset(conn, pages, list_id, page, per_page, after,
                                                before)

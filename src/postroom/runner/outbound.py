@@ -122,6 +122,14 @@ def changes(rt: Runtime, env: Envelope, job: Job) -> bool:
     return out.dkim_on if originated_here(rt, env) else out.sealing
 
 
+def signs_only(rt: Runtime, env: Envelope, job: Job) -> bool:
+    """Is ``finish``'s work for this job a DKIM signature and nothing else (our own mail
+    to another domain)? That is CPU only, no DNS, and the runner makes it in the event
+    loop: the hand-off to a thread and back cost more than an ed25519 signature."""
+    return (job.render is None and job.mailer in FORWARDING_MAILERS
+            and originated_here(rt, env))
+
+
 def finish(rt: Runtime, env: Envelope, job: Job) -> bytes:
     """The job's message as it is handed over (DNS and signing: run it in a thread).
 

@@ -333,7 +333,11 @@ class QueueRunner:
             limit = self._dest_limits[key] = asyncio.Semaphore(q.destination_concurrency)
         if outbound.changes(rt, job.envelope, job):  # DKIM, ARC: after every header change
             try:
-                job.message = await asyncio.to_thread(outbound.finish, rt, job.envelope, job)
+                if outbound.signs_only(rt, job.envelope, job):
+                    job.message = outbound.finish(rt, job.envelope, job)
+                else:  # DNS (ARC assessment)
+                    job.message = await asyncio.to_thread(outbound.finish, rt,
+                                                          job.envelope, job)
             except Exception:  # never hold mail back for want of a signature
                 log.exception("%s: signing failed; sent as queued", job.queue_id)
         elif outbound.signed_renders(rt, job):  # each member's copy signed: off the loop
