@@ -24,6 +24,8 @@ def test_only_our_own_mail_to_another_domain_is_signed_in_the_loop(
                        client_addr="192.0.2.7"),  # forwarded: assessed (DNS), sealed
               make_job("esmtp", "mx.example.org", ["u@example.org"],
                        client_addr="127.0.0.2"),  # from the inbound relay
-              make_job("list", "", ["physics@inf.example.ac.uk"], auth_user="ann")]
+              make_job("list", "", ["physics@inf.example.ac.uk"], auth_user="ann"),
+              make_job("esmtp", "mx.example.org", ["u@example.org"], auth_user="ann",
+                       message=b"Subject: big\r\n\r\n" + b"x" * 300_000)]  # long to sign
     for job in others:
         assert not outbound.signs_only(rt, job.envelope, job), job.envelope

@@ -3,6 +3,7 @@ pages in address order, the counts the database keeps, and the trigram search in
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import delete, insert, update
 
 from postroom.lists import listing, store
@@ -76,6 +77,13 @@ def test_search_finds_a_member_by_part_of_the_address_or_name(list_site: Site) -
         assert found.total == 10 and found.members[0].display_name == "Person 040"
         pages = _walk(list_site, search="example", indexed=indexed)
         assert len(pages) == 15 and pages[-1][-1] == "p149@example.com"
+        back = listing.page_members(list_site, NAME, DOMAIN, per_page=10, search="example",
+                                    before=pages[2][0], indexed=indexed)
+        assert [m.address for m in back.members] == pages[1]
+        assert back.has_next and back.has_previous
+        first = listing.page_members(list_site, NAME, DOMAIN, per_page=10, search="example",
+                                     before=pages[1][0], indexed=indexed)
+        assert [m.address for m in first.members] == pages[0] and not first.has_previous
         assert listing.page_members(list_site, NAME, DOMAIN, search="p1",
                                     indexed=indexed).total == 50  # short: scanned
 
@@ -130,8 +138,6 @@ def test_a_quick_search_never_rebuilds_the_index_nor_scans(list_site: Site) -> N
     """``quick=True`` (the web's searches in its event loop) answers from a current index
     and raises WouldWait where a rebuild or a scan would be needed, which the web then
     hands to a thread."""
-    import pytest
-
     _add(list_site, 150)
     with pytest.raises(listing.WouldWait):  # never built
         listing.page_members(list_site, NAME, DOMAIN, search="p014", indexed=True, quick=True)
@@ -150,9 +156,11 @@ def test_a_quick_search_never_rebuilds_the_index_nor_scans(list_site: Site) -> N
         == 2
 
 
-def test_a_searchs_count_on_its_last_page(list_site: Site) -> None:
+def test_a_searchs_count_on_its_last_page(list_site: Site,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The last page of a search knows its count without counting; a page past the end
-    still counts."""
+    still counts; and past COUNT_MAX every page says "more than COUNT_MAX", the last
+    one too."""
     _add(list_site, 150)
     for page in (1, 2, 3):
         found = listing.page_members(list_site, NAME, DOMAIN, page=page, per_page=100,
@@ -160,3 +168,25 @@ def test_a_searchs_count_on_its_last_page(list_site: Site) -> None:
         assert found.total == 150 and found.pages == 2, page
         assert len(found.members) == [100, 50, 0][page - 1]
         assert found.has_next == (page == 1)
+    monkeypatch.setattr(listing, "COUNT_MAX", 120)
+    for page in (1, 2):
+        found = listing.page_members(list_site, NAME, DOMAIN, page=page, per_page=100,
+                                     search="example", indexed=True)
+        assert (found.total, found.capped) == (121, True), page
+
+
+def test_a_quick_search_that_reads_too_long_is_handed_over(
+        list_site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick search is interrupted after QUICK_SECONDS (WouldWait); the same search
+    without ``quick`` has no budget, and the index's connection is left as it was."""
+    _add(list_site, 150)
+    found = listing.page_members(list_site, NAME, DOMAIN, search="example", indexed=True)
+    monkeypatch.setattr(listing, "QUICK_SECONDS", -1.0)  # every read is over its budget
+    with pytest.raises(listing.WouldWait):
+        listing.page_members(list_site, NAME, DOMAIN, search="example", indexed=True,
+                             quick=True)
+    assert listing.page_members(list_site, NAME, DOMAIN, search="example",
+                                indexed=True) == found
+    monkeypatch.setattr(listing, "QUICK_SECONDS", 60.0)
+    assert listing.page_members(list_site, NAME, DOMAIN, search="example", indexed=True,
+                                quick=True) == found

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.policy
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from typing import Any
 
 from postroom.lists import archive, store
 from postroom.site import Site
@@ -115,3 +116,27 @@ def test_a_claimed_catch_up_is_left_to_its_claimer(ready_site: Site) -> None:
     with engine_for(ready_site).begin() as conn:
         conn.execute(delete(ArchiveEntry).where(ArchiveEntry.id == first))
     assert [h.id for h in search.search(ready_site, physics, "quantum")[0]] == [second]
+
+
+def test_a_quick_search_that_reads_too_long_is_handed_over(ready_site: Site,
+                                                           monkeypatch: Any) -> None:
+    """On SQLite a quick search (the page's, in the event loop) is interrupted after
+    ``listing.QUICK_SECONDS`` with WouldWait, and the page hands it to a thread; the
+    same search there finds the posts."""
+    import pytest
+
+    from postroom.lists import listing
+    from postroom.store.db import store_url
+
+    create_list(ready_site, "physics", "inf.example.ac.uk", owners=["boss@example.net"])
+    first = _post(ready_site, "physics", "quantum one", "text", 1)
+    physics = store.with_connection(
+        ready_site, lambda c: store.list_id_of(c, "physics", "inf.example.ac.uk"))
+    assert [h.id for h in search.search(ready_site, physics, "quantum", quick=True)[0]] \
+        == [first]
+    monkeypatch.setattr(listing, "QUICK_SECONDS", -1.0)
+    monkeypatch.setattr(listing, "QUICK_STEPS", 1)  # an index of one post is read quickly
+    if store_url(ready_site).get_backend_name() == "sqlite":
+        with pytest.raises(listing.WouldWait):
+            search.search(ready_site, physics, "quantum one", quick=True)
+    assert [h.id for h in search.search(ready_site, physics, "quantum one")[0]] == [first]

@@ -17,8 +17,9 @@ fast at 100,000 members.
   again. Shorter searches, the command line (whose user may not own ``state/``) and any
   trouble with the index file fall back to a scan with LIKE, which is always right.
   A search's count stops at ``COUNT_MAX`` + 1 ("more than 1,000"). With ``quick=True``
-  a search that would rebuild the index or scan raises ``WouldWait`` instead, so that a
-  caller in an event loop can hand it to a thread (``web.admin.members``).
+  a search that would rebuild the index or scan, or that reads its index for longer than
+  ``QUICK_SECONDS``, raises ``WouldWait`` instead, so that a caller in an event loop can
+  hand it to a thread (``web.admin.members``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,12 +47,35 @@ if TYPE_CHECKING:
     from postroom.site import Site
 
 COUNT_MAX = 1000       # a search counts its matches up to this (+1 means "more")
+QUICK_SECONDS = 0.005  # a quick search's reads of its index, at most (then: WouldWait)
+QUICK_STEPS = 1000     # SQLite VM steps between two looks at the clock
 INDEX_FILE = "member-search.db"
 MIN_INDEXED = 3        # a trigram index cannot find shorter strings
 
 
 class WouldWait(Exception):
-    """A search asked to be quick would first rebuild its index, or scan the store."""
+    """A search asked to be quick would first rebuild its index, scan the store, or read
+    its index for longer than QUICK_SECONDS."""
+
+
+@contextmanager
+def read_budget(db: sqlite3.Connection, quick: bool) -> Iterator[None]:
+    """With ``quick``, the statements run inside are interrupted once QUICK_SECONDS have
+    passed, and WouldWait is raised: a query's cost depends on the words asked for (a
+    word common in other lists' posts is read through), not only on the page's size."""
+    if not quick:
+        yield
+        return
+    deadline = time.perf_counter() + QUICK_SECONDS
+    db.set_progress_handler(lambda: time.perf_counter() > deadline, QUICK_STEPS)
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if str(e) == "interrupted":
+            raise WouldWait("a search longer than QUICK_SECONDS") from e
+        raise
+    finally:
+        db.set_progress_handler(None, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,48 +322,54 @@ def _index_page(site: Site, name: str, domain: str, page: int, per_page: int, se
     list_id, changes = with_connection(site, lambda c: _ids(c, name, domain))
     db = _db(site)
     _current(site, db, list_id, changes, quick)
-    m, a, match = f"m{list_id}", f"a{list_id}", _quoted(search)
+    m, match = f"m{list_id}", _quoted(search)
     total: int | None = None
     db.execute("BEGIN")  # the pages and the count from one snapshot
     try:
-        if after:
-            pos = db.execute(f"SELECT coalesce(max(pos), 0) FROM {a} WHERE address <= ?",
-                             (after,)).fetchone()[0]
-            hits = db.execute(f"SELECT rowid, address FROM {m} WHERE {m} MATCH ? AND "
-                              f"rowid > ? ORDER BY rowid LIMIT ?",
-                              (match, pos, per_page + 1)).fetchall()
-            has_next = len(hits) > per_page
-            has_previous = db.execute(f"SELECT 1 FROM {m} WHERE {m} MATCH ? AND rowid <= ? "
-                                      "LIMIT 1", (match, pos)).fetchone() is not None
-            hits = hits[:per_page]
-        elif before:
-            pos = db.execute(f"SELECT min(pos) FROM {a} WHERE address >= ?",
-                             (before,)).fetchone()[0]
-            pos = (1 << 62) if pos is None else pos
-            hits = db.execute(f"SELECT rowid, address FROM {m} WHERE {m} MATCH ? AND "
-                              f"rowid < ? ORDER BY rowid DESC LIMIT ?",
-                              (match, pos, per_page + 1)).fetchall()
-            has_previous = len(hits) > per_page
-            has_next = db.execute(f"SELECT 1 FROM {m} WHERE {m} MATCH ? AND rowid >= ? "
-                                  "LIMIT 1", (match, pos)).fetchone() is not None
-            hits = hits[:per_page][::-1]
-        else:
-            page = max(1, page)
-            hits = db.execute(f"SELECT rowid, address FROM {m} WHERE {m} MATCH ? "
-                              "ORDER BY rowid LIMIT ? OFFSET ?",
-                              (match, per_page + 1, (page - 1) * per_page)).fetchall()
-            has_next, has_previous = len(hits) > per_page, page > 1
-            hits = hits[:per_page]
-            if hits and not has_next:  # the last page: the count is known
-                total = (page - 1) * per_page + len(hits)
-        if total is None:
-            total = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {m} WHERE {m} MATCH ? "
-                               "LIMIT ?)", (match, COUNT_MAX + 1)).fetchone()[0]
+        with read_budget(db, quick):
+            if after or before:
+                hits, has_next, has_previous = _around(db, list_id, match, after or before,
+                                                       per_page, forward=bool(after))
+            else:
+                page = max(1, page)
+                hits = db.execute(f"SELECT rowid, address FROM {m} WHERE {m} MATCH ? "
+                                  "ORDER BY rowid LIMIT ? OFFSET ?",
+                                  (match, per_page + 1, (page - 1) * per_page)).fetchall()
+                has_next, has_previous = len(hits) > per_page, page > 1
+                hits = hits[:per_page]
+                if hits and not has_next and (page - 1) * per_page + len(hits) <= COUNT_MAX:
+                    total = (page - 1) * per_page + len(hits)  # the last page: known
+            if total is None:
+                total = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {m} WHERE {m} MATCH ? "
+                                   "LIMIT ?)", (match, COUNT_MAX + 1)).fetchone()[0]
     finally:
         db.execute("COMMIT")
     members = _members_by_address(site, list_id, [h[1] for h in hits])
     return MemberPage(int(total), 0 if after or before else page, per_page, members,
                       has_next, has_previous, total > COUNT_MAX)
+
+
+def _around(db: sqlite3.Connection, list_id: int, match: str, mark: str, per_page: int,
+            forward: bool) -> tuple[list[Any], bool, bool]:
+    """(hits, has next, has previous) of the page of a search after the address ``mark``
+    (``forward``), else before it: a rowid range of the index, and one look beyond."""
+    m, a = f"m{list_id}", f"a{list_id}"
+    if forward:
+        pos = db.execute(f"SELECT coalesce(max(pos), 0) FROM {a} WHERE address <= ?",
+                         (mark,)).fetchone()[0]
+        ahead, order, behind = ">", "", "<="
+    else:
+        pos = db.execute(f"SELECT min(pos) FROM {a} WHERE address >= ?", (mark,)).fetchone()[0]
+        pos = (1 << 62) if pos is None else pos
+        ahead, order, behind = "<", " DESC", ">="
+    hits = db.execute(f"SELECT rowid, address FROM {m} WHERE {m} MATCH ? AND rowid {ahead} ? "
+                      f"ORDER BY rowid{order} LIMIT ?", (match, pos, per_page + 1)).fetchall()
+    more = len(hits) > per_page
+    back = db.execute(f"SELECT 1 FROM {m} WHERE {m} MATCH ? AND rowid {behind} ? LIMIT 1",
+                      (match, pos)).fetchone() is not None
+    if forward:
+        return hits[:per_page], more, back
+    return hits[:per_page][::-1], back, more
 
 
 def _ids(conn: Connection, name: str, domain: str) -> tuple[int, int]:

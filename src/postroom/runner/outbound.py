@@ -122,12 +122,17 @@ def changes(rt: Runtime, env: Envelope, job: Job) -> bool:
     return out.dkim_on if originated_here(rt, env) else out.sealing
 
 
+INLINE_SIGN_MAX = 256 * 1024  # bytes: a larger message is signed in a thread
+
+
 def signs_only(rt: Runtime, env: Envelope, job: Job) -> bool:
     """Is ``finish``'s work for this job a DKIM signature and nothing else (our own mail
-    to another domain)? That is CPU only, no DNS, and the runner makes it in the event
-    loop: the hand-off to a thread and back cost more than an ed25519 signature."""
+    to another domain), of a message of at most INLINE_SIGN_MAX? That is CPU only, no
+    DNS, and short: the runner makes it in the event loop, where the hand-off to a thread
+    and back cost more than an ed25519 signature. A signature's cost grows with the
+    body, so a large message still goes to a thread."""
     return (job.render is None and job.mailer in FORWARDING_MAILERS
-            and originated_here(rt, env))
+            and len(job.message) <= INLINE_SIGN_MAX and originated_here(rt, env))
 
 
 def finish(rt: Runtime, env: Envelope, job: Job) -> bytes:

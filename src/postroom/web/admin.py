@@ -231,8 +231,9 @@ async def members(request: Request, address: str, page: int = 1, q: str = "", af
     """A page of members: ``after``/``before`` an address (the next and previous links,
     one index range however deep), or ``page=N`` (old links). A deep ``page=N`` (an
     OFFSET walks the rows before it) runs in a thread whatever the store, and so does a
-    search that would first rebuild the search index or scan (``WouldWait``)."""
-    if q.strip() and reads_in_loop(request):
+    search that would first rebuild the search index, scan, or read for longer than a
+    quick search may (``WouldWait``)."""
+    if q.strip() and reads_in_loop(request) and (page <= INLINE_PAGES or after or before):
         try:
             return _members(request, address, admin, page, q, after=after, before=before,
                             quick=True)

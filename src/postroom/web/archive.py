@@ -24,8 +24,10 @@ from markupsafe import Markup
 from sqlalchemy import bindparam, or_, select
 from starlette.concurrency import run_in_threadpool
 
+from postroom import maillog
 from postroom.lists import store
 from postroom.lists.archive import mbox_path
+from postroom.lists.listing import WouldWait
 from postroom.lists.model import ListSettings
 from postroom.store.models import ArchiveEntry
 from postroom.store.web_models import ArchiveMonthCount
@@ -266,19 +268,34 @@ def hit_items(hits: list[search.Hit], s: ListSettings) -> Markup:
 @router.get("/search", response_class=HTMLResponse, include_in_schema=False)
 async def find(request: Request, address: str, q: str = "", page: int = 1) -> Any:
     """On SQLite the search runs in the loop (as ``page_read``), after a catch-up of
-    the index in a thread when one is due (``search.claim_catch_up``)."""
+    the index in a thread when one is due (``search.claim_catch_up``), and goes to a
+    thread when it reads for longer than a quick search may (``WouldWait``)."""
     if not reads_in_loop(request):
         return await run_in_threadpool(_find, request, address, q, page)
-    if q.strip() and search.claim_catch_up(ctx_of(request).site):
-        await run_in_threadpool(search.catch_up, ctx_of(request).site)
-    return _find(request, address, q, page, fresh=False)
-
-
-def _find(request: Request, address: str, q: str, page: int, fresh: bool = True) -> Any:
     s, list_id = _readable(request, address)
+    site = ctx_of(request).site
+    if q.strip() and search.claim_catch_up(site):
+        try:
+            await run_in_threadpool(search.catch_up, site)
+        except Exception as e:  # the index as it is still answers; the next claim retries
+            maillog.line(f"warning: archive search: catching the index up failed: {e}")
+    try:
+        return _results(request, s, list_id, q, page, fresh=False, quick=True)
+    except WouldWait:
+        return await run_in_threadpool(_results, request, s, list_id, q, page, fresh=False)
+
+
+def _find(request: Request, address: str, q: str, page: int) -> Any:
+    s, list_id = _readable(request, address)
+    return _results(request, s, list_id, q, page)
+
+
+def _results(request: Request, s: ListSettings, list_id: int, q: str, page: int,
+             fresh: bool = True, quick: bool = False) -> Any:
     page = max(1, min(page, 100))
     hits, total = search.search(ctx_of(request).site, list_id, q[:200], PER_PAGE,
-                                (page - 1) * PER_PAGE, fresh=fresh) if q.strip() else ([], 0)
+                                (page - 1) * PER_PAGE, fresh=fresh,
+                                quick=quick) if q.strip() else ([], 0)
     return ctx_of(request).render(request, "archive_search.html", s=s, q=q, total=total,
                                   page=page, hits_html=hit_items(hits, s))
 

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, bindparam, select, text
 
 from postroom.lists import store
-from postroom.lists.listing import open_index
+from postroom.lists.listing import open_index, read_budget
 from postroom.site import Site
 from postroom.store.db import store_url
 from postroom.store.models import ArchiveEntry, MailingList
@@ -199,10 +199,11 @@ _ENTRIES = select(ArchiveEntry.id, ArchiveEntry.subject, ArchiveEntry.author,
 
 
 def search(site: Site, list_id: int, text: str, limit: int = 50, offset: int = 0, *,
-           fresh: bool = True) -> tuple[list[Hit], int]:
+           fresh: bool = True, quick: bool = False) -> tuple[list[Hit], int]:
     """Posts of list ``list_id`` matching ``text``, newest first; (page of hits, total up
     to COUNT_MAX + 1). ``fresh``: catch the index up first if that is due; without it,
-    the caller sees to that (``claim_catch_up``)."""
+    the caller sees to that (``claim_catch_up``). ``quick`` (SQLite): raise WouldWait
+    when the index's reads take longer than ``listing.QUICK_SECONDS``."""
     if _postgres(site):
         query = ts_query(text)
         if not query:
@@ -217,8 +218,10 @@ def search(site: Site, list_id: int, text: str, limit: int = 50, offset: int = 0
             return [], 0
         if fresh:
             catch_up(site, if_older_than=CATCH_UP_SECONDS)
+        db = _open(site)
         try:
-            snippets, total = _search_sqlite(_open(site), list_id, query, limit, offset)
+            with read_budget(db, quick):
+                snippets, total = _search_sqlite(db, list_id, query, limit, offset)
         except sqlite3.OperationalError:
             return [], 0
     if not snippets:
@@ -236,13 +239,16 @@ def _entries(conn: Connection, ids: list[int]) -> dict[int, tuple[str, str, date
     """id -> (subject, author, date) of the archive rows ``ids`` (a row gone from the
     store is not a hit). On SQLite through the driver: SQLAlchemy's expanding IN and
     result rows cost twice the read itself, and this is a search page's hot path."""
-    if conn.dialect.name != "sqlite":
-        return {r.id: (r.subject, r.author, r.date) for r in conn.execute(_ENTRIES, {"ids": ids})}
-    sql = f"SELECT id, subject, author, date FROM {ArchiveEntry.__tablename__} " \
-          f"WHERE id IN ({','.join('?' * len(ids))})"
-    raw: Any = conn.connection.driver_connection
-    return {r[0]: (r[1], r[2], datetime.fromisoformat(r[3]))
-            for r in raw.execute(sql, ids).fetchall()}
+    if conn.dialect.name == "sqlite":
+        sql = f"SELECT id, subject, author, date FROM {ArchiveEntry.__tablename__} " \
+              f"WHERE id IN ({','.join('?' * len(ids))})"
+        raw: Any = conn.connection.driver_connection
+        try:
+            return {r[0]: (r[1], r[2], datetime.fromisoformat(r[3]))
+                    for r in raw.execute(sql, ids).fetchall()}
+        except (sqlite3.Error, ValueError):
+            pass  # SQLAlchemy's read below says what is wrong, as every store read does
+    return {r.id: (r.subject, r.author, r.date) for r in conn.execute(_ENTRIES, {"ids": ids})}
 
 
 _counts = threading.local()  # this thread's (connection, index state, {(list, query): n})
