@@ -190,3 +190,20 @@ def test_a_quick_search_that_reads_too_long_is_handed_over(
     monkeypatch.setattr(listing, "QUICK_SECONDS", 60.0)
     assert listing.page_members(list_site, NAME, DOMAIN, search="example", indexed=True,
                                 quick=True) == found
+
+
+def test_driver_rows_are_sqlalchemys_rows(list_site: Site) -> None:
+    """``store.db.driver_rows`` (SQLite's driver for the pages' statements) reads what
+    SQLAlchemy reads, its bind defaults included (a LIMIT brings an OFFSET of 0)."""
+    from postroom.store.db import driver_rows
+
+    _add(list_site, 30)
+    with engine_for(list_site).connect() as conn:
+        list_id = store.list_id_of(conn, NAME, DOMAIN)
+        for statement, mark in ((listing._WHOLE_LIST.after, "p010@example.com"),
+                                (listing._WHOLE_LIST.before, "p020@example.com")):
+            values = {"list_id": list_id, "limit": 5, "mark": mark}
+            expected = [tuple(r) for r in conn.execute(statement, values).all()]
+            rows = [tuple(r) for r in driver_rows(conn, statement, values)]
+            assert [store.member_of(r) for r in rows] == \
+                [store.member_of(r) for r in expected] and len(rows) == 5

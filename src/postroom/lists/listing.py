@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 
 from postroom.lists.model import Member
 from postroom.lists.store import MEMBER_COLUMNS, list_id_of, member_of, with_connection
+from postroom.store.db import driver_rows
 from postroom.store.models import ListMember, MailingList
 from postroom.store.web_models import ListCounter
 
@@ -189,7 +190,8 @@ def page_members(site: Site, name: str, domain: str, page: int = 1, per_page: in
 
 def _list_and_count(conn: Connection, name: str, domain: str) -> tuple[int, int]:
     """(list id, members) in one read; UnknownList if there is no such list."""
-    row = conn.execute(_LIST_AND_COUNT, {"name": name, "domain": domain}).first()
+    rows = driver_rows(conn, _LIST_AND_COUNT, {"name": name, "domain": domain})
+    row = rows[0] if rows else None
     if row is None:
         list_id_of(conn, name, domain)  # raises the store's own UnknownList
     assert row is not None
@@ -203,18 +205,23 @@ def _contains(search: str) -> Any:
                func.lower(ListMember.display_name).like(pattern, escape="\\"))
 
 
+def _rows(conn: Connection, statement: Any, values: dict[str, Any]) -> list[Any]:
+    return list(conn.execute(statement, values).all())
+
+
 def _keyset(conn: Connection, pages: _Pages, list_id: int, page: int, per_page: int,
             after: str, before: str) -> tuple[list[Any], bool, bool]:
     """(rows, has next page, has previous page) of one page read from the store."""
     values: dict[str, Any] = {"list_id": list_id, "limit": per_page + 1}
+    read = driver_rows if pages is _WHOLE_LIST else _rows  # a search's: built per call
     # a page after (before) an address has one before (after) it: the reader came from
     # there; asking the store costs a query per page and would only differ when that
     # page's members have all left since
     if after:
-        rows = list(conn.execute(pages.after, {**values, "mark": after}).all())
+        rows = read(conn, pages.after, {**values, "mark": after})
         return rows[:per_page], len(rows) > per_page, True
     if before:
-        rows = list(conn.execute(pages.before, {**values, "mark": before}).all())
+        rows = read(conn, pages.before, {**values, "mark": before})
         return rows[:per_page][::-1], True, len(rows) > per_page
     page = max(1, page)
     rows = list(conn.execute(pages.offset, {**values, "offset": (page - 1) * per_page}).all())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,6 +177,34 @@ def session(where: Site | str | URL) -> Iterator[Session]:
         raise
     except DBAPIError as e:
         raise explain(e, url) from e
+
+
+_DRIVER_SQL: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
+_DRIVER_SQL_MAX = 64
+
+
+def driver_rows(conn: Connection, statement: Any, values: dict[str, Any]) -> list[Any]:
+    """The rows of ``statement`` with bind ``values``: on SQLite through the driver, as
+    plain tuples, where SQLAlchemy's result rows cost more than the read (a page of 100
+    rows); elsewhere by SQLAlchemy. For a SELECT built once, at import (its SQL is kept
+    by the statement's identity), of columns whose values need no conversion (text,
+    numbers; the caller makes booleans of 0 and 1), with bind values that need none."""
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(statement, values).all())
+    hit = _DRIVER_SQL.get(id(statement))
+    if hit is None or hit[0] is not statement:
+        if len(_DRIVER_SQL) >= _DRIVER_SQL_MAX:  # only for statements built once: a few
+            _DRIVER_SQL.clear()
+        compiled = statement.compile(dialect=conn.dialect)
+        hit = (statement, str(compiled), tuple(compiled.positiontup or ()),
+               dict(compiled.params))
+        _DRIVER_SQL[id(statement)] = hit
+    _, sql, names, defaults = hit
+    raw: Any = conn.connection.driver_connection
+    try:
+        return list(raw.execute(sql, [values.get(n, defaults.get(n)) for n in names]))
+    except sqlite3.Error:  # SQLAlchemy's own read says what is wrong
+        return list(conn.execute(statement, values).all())
 
 
 def explain(error: DBAPIError, url: URL) -> StoreError:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from postroom.lists.store import with_connection
 from postroom.site import Site
 from postroom.store import StoreValueError, UnknownUser, UserExists
-from postroom.store.db import session
+from postroom.store.db import driver_rows, session
 from postroom.store.lists import check_address
 from postroom.store.users import validate_login
 from postroom.store.web_models import (
@@ -174,10 +174,12 @@ def session_admin(site: Site, token: str) -> Admin | None:
     if not token:
         return None
     values = {"digest": digest(token)}
-    row = with_connection(site, lambda c: c.execute(_SESSION, values).first())
-    if row is None or row[1]:
+    rows = with_connection(site, lambda c: driver_rows(c, _SESSION, values))
+    if not rows or rows[0][1]:
         return None
-    expires = _aware(row[0])
+    row = rows[0]
+    # SQLite's driver gives the stored text of the time (driver_rows), PostgreSQL a datetime
+    expires = _aware(datetime.fromisoformat(row[0]) if isinstance(row[0], str) else row[0])
     if expires is None or expires < _now():
         return None
     return Admin(row[2], row[3], row[4], bool(row[5]))

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from postroom.errors import PostroomError
 from postroom.lists import store
 from postroom.lists.model import ListSettings
-from postroom.store.db import store_url
+from postroom.store.db import driver_rows, store_url
 from postroom.store.models import MailingList
 from postroom.store.web_models import ListCounter
 from postroom.web import accounts
@@ -98,7 +98,8 @@ def list_of(request: Request, address: str) -> tuple[ListSettings, int]:
         raise HTTPException(404, "no such list")
     name, _, domain = address.lower().partition("@")
     values = {"name": name, "domain": domain}
-    row = store.with_connection(site, lambda c: c.execute(_LIST, values).first())
+    rows = store.with_connection(site, lambda c: driver_rows(c, _LIST, values))
+    row = rows[0] if rows else None
     if row is None:
         raise HTTPException(404, "no such list")
     list_id, version, secret = int(row[0]), int(row[1] or 0), str(row[2])
