@@ -1,5 +1,6 @@
-"""The archive search on both store backends (SQLite: the FTS5 file; PostgreSQL: the
-``archive_search`` table and its GIN index), called as the search page calls it."""
+"""The web's store reads on both store backends, called as the pages call them: the
+archive search (SQLite: the FTS5 file; PostgreSQL: the ``archive_search`` table and its
+GIN index) and the session check of every admin page."""
 
 from __future__ import annotations
 
@@ -140,3 +141,42 @@ def test_a_quick_search_that_reads_too_long_is_handed_over(ready_site: Site,
         with pytest.raises(listing.WouldWait):
             search.search(ready_site, physics, "quantum one", quick=True)
     assert [h.id for h in search.search(ready_site, physics, "quantum one")[0]] == [first]
+
+
+def test_a_session_is_its_admins_until_it_expires_or_ends(ready_site: Site) -> None:
+    """A live session is its admin's; an expired one, a disabled admin's and an ended
+    one are nobody's. (On SQLite the check reads through the driver, which gives times
+    as text.)"""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from postroom.store.db import engine_for
+    from postroom.store.web_models import WebAdmin, WebSession
+    from postroom.web import accounts
+
+    admin = accounts.create_admin(ready_site, "olive", "correct horse battery staple",
+                                  email="olive@example.net", site_admin=True)
+    token = accounts.new_session(ready_site, admin)
+    assert accounts.session_admin(ready_site, token) == admin
+    assert accounts.session_admin(ready_site, token + "x") is None
+    assert accounts.session_admin(ready_site, "") is None
+
+    def expires(when: datetime) -> None:
+        with engine_for(ready_site).begin() as conn:
+            conn.execute(update(WebSession).values(expires=when))
+
+    expires(datetime.now(UTC) + timedelta(minutes=1))
+    assert accounts.session_admin(ready_site, token) == admin
+    expires(datetime.now(UTC) - timedelta(seconds=1))
+    assert accounts.session_admin(ready_site, token) is None
+
+    expires(datetime.now(UTC) + timedelta(hours=1))
+    with engine_for(ready_site).begin() as conn:
+        conn.execute(update(WebAdmin).values(disabled=True))
+    assert accounts.session_admin(ready_site, token) is None
+    with engine_for(ready_site).begin() as conn:
+        conn.execute(update(WebAdmin).values(disabled=False))
+    assert accounts.session_admin(ready_site, token) == admin
+    accounts.end_session(ready_site, token)
+    assert accounts.session_admin(ready_site, token) is None
