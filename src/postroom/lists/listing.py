@@ -111,6 +111,10 @@ _LIST_AND_COUNT = (select(MailingList.id, ListCounter.members)
                    .outerjoin(ListCounter, ListCounter.list_id == MailingList.id)
                    .where(MailingList.name == bindparam("name"),
                           MailingList.domain == bindparam("domain")))
+_LIST_AND_CHANGES = (select(MailingList.id, ListCounter.changes)
+                     .outerjoin(ListCounter, ListCounter.list_id == MailingList.id)
+                     .where(MailingList.name == bindparam("name"),
+                            MailingList.domain == bindparam("domain")))
 _PAGE = select(*MEMBER_COLUMNS).where(ListMember.list_id == bindparam("list_id"))
 
 
@@ -380,8 +384,11 @@ def _around(db: sqlite3.Connection, list_id: int, match: str, mark: str, per_pag
 
 
 def _ids(conn: Connection, name: str, domain: str) -> tuple[int, int]:
-    list_id = list_id_of(conn, name, domain)
-    return list_id, member_counts(conn, list_id)[1]
+    """(list id, member changes) in one read; UnknownList if there is no such list."""
+    rows = driver_rows(conn, _LIST_AND_CHANGES, {"name": name, "domain": domain})
+    if not rows:
+        list_id_of(conn, name, domain)  # raises the store's own UnknownList
+    return int(rows[0][0]), int(rows[0][1] or 0)
 
 
 def _members_by_address(site: Site, list_id: int, addresses: Sequence[str]) -> list[Member]:
