@@ -192,18 +192,34 @@ def test_a_quick_search_that_reads_too_long_is_handed_over(
                                 quick=True) == found
 
 
-def test_driver_rows_are_sqlalchemys_rows(list_site: Site) -> None:
-    """``store.db.driver_rows`` (SQLite's driver for the pages' statements) reads what
-    SQLAlchemy reads, its bind defaults included (a LIMIT brings an OFFSET of 0)."""
-    from postroom.store.db import driver_rows
+def test_driver_rows_are_sqlalchemys_rows(list_site: Site,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``store.db.driver_rows`` (SQLite's driver for the statements of every page) reads
+    what SQLAlchemy reads, its bind defaults included (a LIMIT brings an OFFSET of 0); on
+    SQLite it really reads through the driver (plain tuples, never the fallback), and a
+    missing bind value is an error, not a NULL."""
+    from postroom.store import StoreError, db
+    from postroom.web import accounts, deps
 
     _add(list_site, 30)
+    sqlite = engine_for(list_site).dialect.name == "sqlite"
     with engine_for(list_site).connect() as conn:
         list_id = store.list_id_of(conn, NAME, DOMAIN)
-        for statement, mark in ((listing._WHOLE_LIST.after, "p010@example.com"),
-                                (listing._WHOLE_LIST.before, "p020@example.com")):
-            values = {"list_id": list_id, "limit": 5, "mark": mark}
+        named = {"name": NAME, "domain": DOMAIN}
+        cases = [(listing._WHOLE_LIST.after, {"list_id": list_id, "limit": 5,
+                                              "mark": "p010@example.com"}),
+                 (listing._WHOLE_LIST.before, {"list_id": list_id, "limit": 5,
+                                               "mark": "p020@example.com"}),
+                 (listing._LIST_AND_COUNT, named), (listing._LIST_AND_CHANGES, named),
+                 (deps._LIST, named), (accounts._SESSION, {"digest": "none"})]
+        if sqlite:  # the fallback would hide a broken driver read
+            monkeypatch.setattr(db.log, "warning", lambda *a: pytest.fail(str(a)))
+        for statement, values in cases:
             expected = [tuple(r) for r in conn.execute(statement, values).all()]
-            rows = [tuple(r) for r in driver_rows(conn, statement, values)]
-            assert [store.member_of(r) for r in rows] == \
-                [store.member_of(r) for r in expected] and len(rows) == 5
+            rows = db.driver_rows(conn, statement, values)
+            assert [tuple(r) for r in rows] == expected, statement
+            assert all(type(r) is tuple for r in rows) == sqlite or not rows
+        assert len(db.driver_rows(conn, *cases[0])) == 5
+        if sqlite:
+            with pytest.raises(StoreError, match="mark"):
+                db.driver_rows(conn, cases[0][0], {"list_id": list_id, "limit": 5})

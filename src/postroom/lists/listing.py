@@ -386,9 +386,10 @@ def _around(db: sqlite3.Connection, list_id: int, match: str, mark: str, per_pag
 def _ids(conn: Connection, name: str, domain: str) -> tuple[int, int]:
     """(list id, member changes) in one read; UnknownList if there is no such list."""
     rows = driver_rows(conn, _LIST_AND_CHANGES, {"name": name, "domain": domain})
-    if not rows:
-        list_id_of(conn, name, domain)  # raises the store's own UnknownList
-    return int(rows[0][0]), int(rows[0][1] or 0)
+    if rows:
+        return int(rows[0][0]), int(rows[0][1] or 0)
+    list_id = list_id_of(conn, name, domain)  # the store's own UnknownList, or it is new
+    return list_id, member_counts(conn, list_id)[1]
 
 
 def _members_by_address(site: Site, list_id: int, addresses: Sequence[str]) -> list[Member]:

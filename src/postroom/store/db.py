@@ -15,6 +15,7 @@ relative SQLite path is taken relative to the site home, and ``postgresql://`` m
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -179,8 +180,9 @@ def session(where: Site | str | URL) -> Iterator[Session]:
         raise explain(e, url) from e
 
 
-_DRIVER_SQL: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
+_DRIVER_SQL: dict[int, tuple[Any, str | None, tuple[str, ...], dict[str, Any]]] = {}
 _DRIVER_SQL_MAX = 64
+log = logging.getLogger("postroom.store")
 
 
 def driver_rows(conn: Connection, statement: Any, values: dict[str, Any]) -> list[Any]:
@@ -188,23 +190,41 @@ def driver_rows(conn: Connection, statement: Any, values: dict[str, Any]) -> lis
     plain tuples, where SQLAlchemy's result rows cost more than the read (a page of 100
     rows); elsewhere by SQLAlchemy. For a SELECT built once, at import (its SQL is kept
     by the statement's identity), of columns whose values need no conversion (text,
-    numbers; the caller makes booleans of 0 and 1), with bind values that need none."""
+    numbers; the caller makes booleans of 0 and 1). A statement whose binds SQLAlchemy
+    would convert or expand is read by SQLAlchemy."""
     if conn.dialect.name != "sqlite":
         return list(conn.execute(statement, values).all())
     hit = _DRIVER_SQL.get(id(statement))
     if hit is None or hit[0] is not statement:
         if len(_DRIVER_SQL) >= _DRIVER_SQL_MAX:  # only for statements built once: a few
             _DRIVER_SQL.clear()
-        compiled = statement.compile(dialect=conn.dialect)
-        hit = (statement, str(compiled), tuple(compiled.positiontup or ()),
-               dict(compiled.params))
+        hit = (statement, *_driver_sql(conn, statement))
         _DRIVER_SQL[id(statement)] = hit
     _, sql, names, defaults = hit
-    raw: Any = conn.connection.driver_connection
-    try:
-        return list(raw.execute(sql, [values.get(n, defaults.get(n)) for n in names]))
-    except sqlite3.Error:  # SQLAlchemy's own read says what is wrong
-        return list(conn.execute(statement, values).all())
+    if sql is not None:
+        try:
+            params = [values[n] if n in values else defaults[n] for n in names]
+        except KeyError as e:
+            raise StoreError(f"no value for the bind parameter {e} of {sql!r}") from None
+        raw: Any = conn.connection.driver_connection
+        try:
+            return list(raw.execute(sql, params))
+        except sqlite3.Error as e:  # SQLAlchemy's own read says what is wrong
+            log.warning("store: a driver read failed (%s); read by SQLAlchemy: %s", e, sql)
+    return list(conn.execute(statement, values).all())
+
+
+def _driver_sql(conn: Connection, statement: Any) -> tuple[str | None, tuple[str, ...],
+                                                             dict[str, Any]]:
+    """(SQL, bind names in order, defaults) of ``statement`` for the driver, or (None,
+    ...) when SQLAlchemy must run it: another driver, or binds it converts or expands."""
+    compiled = statement.compile(dialect=conn.dialect)
+    plain = conn.dialect.driver == "pysqlite" and not compiled.post_compile_params \
+        and not compiled.literal_execute_params and all(
+            b.type.bind_processor(conn.dialect) is None for b in compiled.binds.values())
+    defaults = {k: v for k, v in compiled.params.items()
+                if k in compiled.binds and not compiled.binds[k].required}
+    return (str(compiled) if plain else None), tuple(compiled.positiontup or ()), defaults
 
 
 def explain(error: DBAPIError, url: URL) -> StoreError:
